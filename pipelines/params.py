@@ -1,0 +1,80 @@
+"""Typed view of ``params.yaml``: the experiment parameters DVC tracks."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BootstrapParams(_Section):
+    seed: int = 0
+    golden_fraction: float = Field(0.1, gt=0, lt=1)
+    neutral_count: int = Field(6000, ge=0)
+
+
+class SimulateParams(_Section):
+    seed: int = 7
+    start: date = date(2026, 11, 1)
+    days: int = Field(7, ge=1)
+    conversations_per_day: int = Field(40, ge=1)
+    agent_correction_rate: float = Field(0.6, ge=0, le=1)
+    customer_rating_rate: float = Field(0.3, ge=0, le=1)
+    prediction_error_rate: float = Field(0.15, ge=0, le=1)
+
+
+class IngestParams(_Section):
+    start: date
+    end: date
+
+
+class ValidateParams(_Section):
+    suite: str = "messages"
+
+
+class PrepareParams(_Section):
+    window_days: int = Field(90, ge=1)
+    use_predicted_labels: bool = False
+    min_prediction_score: float = Field(0.9, ge=0, le=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    min_chars: int = Field(2, ge=1)
+    max_chars: int = Field(512, ge=1)
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    labels: tuple[str, ...]
+    bootstrap: BootstrapParams = BootstrapParams()
+    simulate: SimulateParams = SimulateParams()
+    ingest: IngestParams
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    prepare: PrepareParams = PrepareParams()
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be at least two distinct names, got {labels!r}")
+        return labels
+
+
+def load_params(path: Path | None = None) -> Params:
+    """Read ``params.yaml`` (default: the one named by settings)."""
+    if path is None:
+        from pipelines.settings import get_settings
+
+        path = get_settings().params_path
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"params file not found: {path}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a mapping, got {type(raw).__name__}")
+    return Params.model_validate(raw)

@@ -1,0 +1,125 @@
+"""Data intervals, the partition layout keyed by them, and atomic file writes.
+
+Layout under ``settings.partitions_dir``::
+
+    interval=2026-11-01T00-00-00_2026-11-02T00-00-00/
+        raw.parquet           ingest: messages of the interval with their labels
+        validated.parquet     validate: rows of a batch that passed the suite
+        quarantine.parquet    validate: rows that failed, with the reasons
+        validation.json       validate: the readable report
+
+Reruns of the same interval overwrite these files; nothing is appended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+_KEY_FORMAT = "%Y-%m-%dT%H-%M-%S"
+_KEY_RE = re.compile(r"^interval=(?P<start>[0-9T-]{19})_(?P<end>[0-9T-]{19})$")
+
+
+def as_utc(moment: datetime | date | str) -> datetime:
+    """Parse a date, datetime or ISO string as a timezone-aware UTC datetime."""
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment)
+        except ValueError as exc:
+            raise ValueError(f"not an ISO date or datetime: {moment!r}") from exc
+    if not isinstance(moment, datetime):
+        moment = datetime.combine(moment, time.min)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A half-open data interval ``[start, end)`` in UTC."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("interval bounds must be timezone-aware")
+        if self.end <= self.start:
+            raise ValueError(f"interval end {self.end} must be after its start {self.start}")
+
+    @classmethod
+    def parse(cls, start: datetime | date | str, end: datetime | date | str) -> Interval:
+        return cls(as_utc(start), as_utc(end))
+
+    @property
+    def key(self) -> str:
+        return f"interval={self.start.strftime(_KEY_FORMAT)}_{self.end.strftime(_KEY_FORMAT)}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Interval:
+        match = _KEY_RE.match(key)
+        if not match:
+            raise ValueError(f"not a partition key: {key!r}")
+        start, end = (
+            datetime.strptime(match[name], _KEY_FORMAT).replace(tzinfo=UTC)
+            for name in ("start", "end")
+        )
+        return cls(start, end)
+
+    def __str__(self) -> str:
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+def partition_dir(root: Path, interval: Interval) -> Path:
+    return root / interval.key
+
+
+def list_partitions(root: Path) -> list[tuple[Interval, Path]]:
+    """Existing partitions under ``root`` ordered by interval start."""
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        if child.is_dir() and _KEY_RE.match(child.name):
+            found.append((Interval.from_key(child.name), child))
+    return sorted(found, key=lambda item: item[0].start)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it over ``target`` only on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet(frame: pd.DataFrame, target: Path) -> Path:
+    """Write ``frame`` to ``target`` atomically (readers never see half a file)."""
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return target
+
+
+def write_json(payload: Any, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(
+            json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True, default=str) + "\n",
+            encoding="utf-8",
+        )
+    return target

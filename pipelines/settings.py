@@ -1,0 +1,64 @@
+"""Environment settings: the one place where paths, URLs and service names are configured.
+
+Every field can be overridden by an environment variable prefixed ``EMOREG_`` (for example
+``EMOREG_DATABASE_URL=postgresql+psycopg://127.0.0.1:5432/test``). The embedded default needs no
+variable at all: SQLite and local folders under the repository's ``var/`` and ``data/``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMOREG_", extra="ignore")
+
+    project_root: Path = PROJECT_ROOT
+    var_dir: Path = Field(default=PROJECT_ROOT / "var", description="runtime state, never in git")
+    data_dir: Path = Field(default=PROJECT_ROOT / "data", description="DVC-tracked datasets")
+    params_path: Path = PROJECT_ROOT / "params.yaml"
+    expectations_dir: Path = PROJECT_ROOT / "expectations"
+
+    database_url: str = Field(default="", description="SQLAlchemy URL of the chat store")
+    models_dir: Path = Field(default=Path(), description="converted base models live here")
+
+    mlflow_tracking_uri: str = ""
+    mlflow_artifacts_dir: Path = Field(default=Path())
+    registered_model_name: str = "emotion-classifier"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        # Defaults that depend on var_dir are derived here so that overriding var_dir alone
+        # moves every embedded file with it.
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'chats.db'}"
+        if self.models_dir == Path():
+            self.models_dir = self.var_dir / "models"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"sqlite:///{self.var_dir / 'mlflow.db'}"
+        if self.mlflow_artifacts_dir == Path():
+            self.mlflow_artifacts_dir = self.var_dir / "mlartifacts"
+        return self
+
+    @property
+    def bootstrap_dir(self) -> Path:
+        return self.data_dir / "bootstrap"
+
+    @property
+    def partitions_dir(self) -> Path:
+        return self.data_dir / "partitions"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.data_dir / "prepared"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

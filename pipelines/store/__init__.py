@@ -1,0 +1,1 @@
+"""The chat store: what the regulation service writes and the pipeline reads."""

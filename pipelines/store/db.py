@@ -1,0 +1,93 @@
+"""Engine, sessions and schema migrations of the chat store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+
+class StoreError(RuntimeError):
+    """The chat store is missing, unreachable, locked or not migrated."""
+
+
+def make_engine(database_url: str, *, create_dir: bool = False, **engine_kwargs: Any) -> Engine:
+    """An engine for ``database_url``; SQLite gets foreign keys and a busy timeout."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError as exc:
+        raise StoreError(f"invalid database URL {database_url!r}: {exc}") from exc
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            path = Path(url.database)
+            if create_dir:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.exists():
+                raise StoreError(
+                    f"chat store {path} does not exist: run `python -m pipelines db-upgrade` first"
+                )
+        engine = create_engine(url, connect_args={"timeout": 15}, **engine_kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **engine_kwargs)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session committed on success and rolled back on any error."""
+    with session_factory(engine)() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def _alembic_config(database_url: str):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Create or migrate the store's schema to ``revision``."""
+    from alembic import command
+
+    make_engine(database_url, create_dir=True).dispose()
+    command.upgrade(_alembic_config(database_url), revision)
+
+
+def assert_migrated(engine: Engine) -> None:
+    """Fail clearly when the schema is absent rather than later with a raw SQL error."""
+    try:
+        tables = set(inspect(engine).get_table_names())
+    except Exception as exc:  # driver errors differ per backend
+        raise StoreError(f"cannot reach the chat store at {engine.url!r}: {exc}") from exc
+    missing = {"conversations", "messages", "predictions", "feedback"} - tables
+    if missing:
+        raise StoreError(
+            f"chat store at {engine.url!r} lacks tables {sorted(missing)}: "
+            "run `python -m pipelines db-upgrade`"
+        )
