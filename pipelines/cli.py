@@ -32,20 +32,27 @@ class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
+def build_parser(step: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the module of ``step`` (the one being run) is imported."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines",
+        description="Steps of the emotion-classifier retraining pipeline.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     for name, (module_name, help_text) in STEPS.items():
-        module = importlib.import_module(module_name)
         step_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(step_parser)
-        step_parser.set_defaults(_run=module.run_cli)
+        if name == step:
+            module = importlib.import_module(module_name)
+            module.configure_parser(step_parser)
+            step_parser.set_defaults(_run=module.run_cli)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    step = next((arg for arg in argv if arg in STEPS), None)
+    args = build_parser(step).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

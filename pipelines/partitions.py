@@ -2,7 +2,7 @@
 
 Layout under ``settings.partitions_dir``::
 
-    interval=2026-11-01T00-00-00_2026-11-02T00-00-00/
+    interval=2026-11-01_2026-11-02/    (bounds that are not midnight: 2026-11-01T06-00-00)
         raw.parquet           ingest: messages of the interval with their labels
         validated.parquet     validate: rows of a batch that passed the suite
         quarantine.parquet    validate: rows that failed, with the reasons
@@ -26,8 +26,23 @@ from typing import Any
 
 import pandas as pd
 
+_DAY_FORMAT = "%Y-%m-%d"
 _KEY_FORMAT = "%Y-%m-%dT%H-%M-%S"
-_KEY_RE = re.compile(r"^interval=(?P<start>[0-9T-]{19})_(?P<end>[0-9T-]{19})$")
+_BOUND = r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}-[0-9]{2}-[0-9]{2})?"
+_KEY_RE = re.compile(rf"^interval=(?P<start>{_BOUND})_(?P<end>{_BOUND})$")
+
+
+def _format_bound(moment: datetime) -> str:
+    # Midnight bounds read as plain dates, so daily partitions are interval=2026-11-01_2026-11-02
+    # and dvc.yaml can name them from the dates in params.yaml.
+    if moment.time() == time.min:
+        return moment.strftime(_DAY_FORMAT)
+    return moment.strftime(_KEY_FORMAT)
+
+
+def _parse_bound(text: str) -> datetime:
+    fmt = _KEY_FORMAT if "T" in text else _DAY_FORMAT
+    return datetime.strptime(text, fmt).replace(tzinfo=UTC)
 
 
 def as_utc(moment: datetime | date | str) -> datetime:
@@ -63,18 +78,14 @@ class Interval:
 
     @property
     def key(self) -> str:
-        return f"interval={self.start.strftime(_KEY_FORMAT)}_{self.end.strftime(_KEY_FORMAT)}"
+        return f"interval={_format_bound(self.start)}_{_format_bound(self.end)}"
 
     @classmethod
     def from_key(cls, key: str) -> Interval:
         match = _KEY_RE.match(key)
         if not match:
             raise ValueError(f"not a partition key: {key!r}")
-        start, end = (
-            datetime.strptime(match[name], _KEY_FORMAT).replace(tzinfo=UTC)
-            for name in ("start", "end")
-        )
-        return cls(start, end)
+        return cls(_parse_bound(match["start"]), _parse_bound(match["end"]))
 
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
