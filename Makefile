@@ -1,10 +1,13 @@
-.PHONY: setup run test lint format bench mlflow-ui clean
+.PHONY: setup run quick test lint format lock bench mlflow-ui
 
 setup:  ## virtualenv from the lock file + converted base model
 	scripts/setup.sh
 
 run:  ## the main job on the embedded default (idempotent)
 	scripts/run.sh
+
+quick:  ## the main job with training on a 2,000-row sample (about five minutes)
+	scripts/run.sh --quick
 
 test:  ## lint, type check and the whole test suite (what CI runs)
 	scripts/test.sh
@@ -22,3 +25,7 @@ lock:  ## re-resolve requirements.lock after editing pyproject.toml
 mlflow-ui:  ## the MLflow UI of the embedded default on http://127.0.0.1:5000
 	MLFLOW_DISABLE_TELEMETRY=true .venv/bin/mlflow ui --backend-store-uri sqlite:///var/mlflow.db \
 		--host 127.0.0.1 --port 5000
+
+bench:  ## benchmarks (print figures): training speed choices, then quality vs the baseline
+	.venv/bin/python bench/train_speed.py
+	.venv/bin/python bench/quality.py

@@ -29,6 +29,14 @@ fi
 .venv/bin/uv pip sync -q --python .venv/bin/python "${torch_source[@]}" requirements.lock
 .venv/bin/uv pip install -q --python .venv/bin/python --no-deps -e .
 
+# Byte-compile the virtualenv once per lock file: this environment may set
+# PYTHONDONTWRITEBYTECODE, and then every process would recompile torch and transformers (~10 s).
+lock_sum=$(sha256sum requirements.lock | cut -d' ' -f1)
+if [[ "$(cat .venv/.bytecode-compiled 2>/dev/null)" != "$lock_sum" ]]; then
+  .venv/bin/python -m compileall -q -j 0 .venv/lib/python3.11/site-packages >/dev/null 2>&1 || true
+  echo "$lock_sum" > .venv/.bytecode-compiled
+fi
+
 export HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1
 if (( with_model )); then
   .venv/bin/python -m pipelines convert-base-model
