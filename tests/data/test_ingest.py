@@ -49,11 +49,19 @@ def test_label_precedence_agent_beats_customer_beats_prediction(settings, engine
 
     assert list(read_raw(settings).columns) == RAW_COLUMNS
     assert raw.loc["m-agent", ["label", "label_source", "source"]].tolist() == [
-        "negative", "agent_correction", "feedback"]
+        "negative",
+        "agent_correction",
+        "feedback",
+    ]
     assert raw.loc["m-cust", ["label", "label_source"]].tolist() == [
-        "neutral", "customer_correction"]
+        "neutral",
+        "customer_correction",
+    ]
     assert raw.loc["m-pred", ["label", "label_source", "source"]].tolist() == [
-        "positive", "prediction", "prediction"]
+        "positive",
+        "prediction",
+        "prediction",
+    ]
     assert raw.loc["m-pred", "predicted_score"] == pytest.approx(0.95)
     assert pd.isna(raw.loc["m-none", "label"])
     assert raw.loc["m-none", "source"] == "unlabelled"
@@ -138,9 +146,20 @@ def test_invalid_interval_is_rejected():
 def test_cli_reports_a_missing_store_without_traceback(settings):
     env = {**os.environ, "EMOREG_VAR_DIR": str(settings.var_dir)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines", "ingest", "--start", "2026-11-02", "--end",
-         "2026-11-03"],
-        capture_output=True, text=True, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "ingest",
+            "--start",
+            "2026-11-02",
+            "--end",
+            "2026-11-03",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 2
     assert "db-upgrade" in proc.stderr
