@@ -73,9 +73,14 @@ def expected_calibration_error(
         if count:
             ece += abs(acc - conf) * count / total
         rows.append(
-            {"lower": k / bins, "upper": (k + 1) / bins, "count": count, "confidence": conf,
-             "accuracy": acc}
-        )  # fmt: skip
+            {
+                "lower": k / bins,
+                "upper": (k + 1) / bins,
+                "count": count,
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
     return float(ece), rows
 
 

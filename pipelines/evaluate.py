@@ -1,0 +1,454 @@
+"""Score the challenger (and the champion) on the golden test set, run the behavioural checks,
+decide with the gate, and record everything in the challenger's MLflow run.
+
+Outputs:
+
+* MLflow, in the challenger's run: metrics ``test_*`` (challenger) and ``champion_test_*``
+  (champion on the same test set), ``gate_blessed``; tags ``gate``, ``gate_reasons``,
+  ``compared_to``, ``eval_registered_model``, ``eval_dataset_hash``, ``eval_data_interval``,
+  ``eval_test_sha256``;
+  artifacts under ``evaluation/``: ``confusion_matrix.png``, ``per_class.png``,
+  ``calibration.png``, ``report.html``, ``metrics.json``, ``behaviour.json``, ``gate.json``.
+* Local: the same files under ``var/runs/evaluation/<run_id>/`` and the hand-over record
+  ``var/runs/evaluation.json`` for ``register`` (written last, atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from pipelines.behaviour import BehaviourReport, Check, PredictFn, load_checks, run_behaviour_checks
+from pipelines.gate import GateDecision, decide
+from pipelines.metrics import flatten, proba_matrix, scorecard
+from pipelines.params import Params, load_params
+from pipelines.partitions import Interval, write_json
+from pipelines.report import ModelReport, ReportPaths, write_report
+from pipelines.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+TEST_COLUMNS = ("id", "text", "label", "source")
+ARTIFACT_DIR = "evaluation"
+CHAMPION_ALIAS = "champion"
+# MLflow keeps tag values up to 8000 characters in its SQL store; stay well below.
+MAX_TAG_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class ScoredModel:
+    name: str
+    uri: str
+    scorecard: dict[str, Any]
+    behaviour: BehaviourReport | None
+    flat: dict[str, float]
+
+    def as_report(self) -> ModelReport:
+        behaviour = self.behaviour.to_dict() if self.behaviour else None
+        return ModelReport(self.name, self.scorecard, behaviour)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+    decision: GateDecision
+    report: ReportPaths
+    record_path: Path
+
+    @property
+    def compared_to(self) -> str:
+        return self.champion_version or "none"
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def evaluation_record_path(settings: Settings) -> Path:
+    return settings.var_dir / "runs" / "evaluation.json"
+
+
+def read_test_set(path: Path, labels: Sequence[str]) -> pd.DataFrame:
+    """The golden test split, checked: required columns, no empty text, only known labels."""
+    if not path.is_file():
+        raise FileNotFoundError(f"test set not found: {path} (run `python -m pipelines prepare`)")
+    frame = pd.read_parquet(path)
+    missing = [c for c in TEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}; it has {list(frame.columns)}")
+    if frame.empty:
+        raise ValueError(f"{path} holds no rows")
+    text = frame["text"]
+    if text.isna().any() or (text.astype(str).str.strip() == "").any():
+        raise ValueError(f"{path} holds rows with empty text")
+    unknown = sorted(set(frame["label"].astype(str)) - set(labels))
+    if frame["label"].isna().any() or unknown:
+        raise ValueError(f"{path} holds labels not in params.labels {list(labels)}: {unknown}")
+    frame = frame.assign(source=frame["source"].fillna("unknown").astype(str))
+    return frame.reset_index(drop=True)
+
+
+def read_manifest(prepared_dir: Path) -> dict[str, Any]:
+    path = prepared_dir / "manifest.json"
+    if not path.is_file():
+        log.warning("no %s: dataset_hash and data_interval will read 'unknown'", path)
+        return {}
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return manifest
+
+
+def describe_interval(manifest: dict[str, Any]) -> str:
+    """The data interval of a prepared dataset, as train describes it.
+
+    ``[first partition start, interval_end)`` from prepare's manifest (``bootstrap only, until
+    END`` without partitions); an explicit ``interval`` ({start, end} or a string) wins.
+    """
+    interval = manifest.get("interval")
+    if isinstance(interval, dict) and {"start", "end"} <= interval.keys():
+        return f"[{interval['start']}, {interval['end']})"
+    if interval:
+        return str(interval)
+    end = manifest.get("interval_end")
+    if not end:
+        return "unknown"
+    partitions = manifest.get("inputs", {}).get("partitions", [])
+    keys = [p.get("key", "") for p in partitions if isinstance(p, dict)]
+    starts = sorted(Interval.from_key(k).start.isoformat() for k in keys if k)
+    return f"[{starts[0]}, {end})" if starts else f"bootstrap only, until {end}"
+
+
+def resolve_run_id(settings: Settings, run_id: str | None) -> str:
+    """The given run id, else the one ``train`` recorded in ``var/runs/train.json``."""
+    if run_id:
+        return run_id
+    path = settings.var_dir / "runs" / "train.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no run to evaluate: pass --run-id or run train first ({path})")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(record, dict) or not record.get("run_id"):
+        raise ValueError(f"{path} has no run_id")
+    return str(record["run_id"])
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def predict_in_batches(model: Any, texts: Sequence[str], batch_size: int) -> pd.DataFrame:
+    """The pyfunc's output for ``texts``, batch by batch, as one frame aligned with the input."""
+    parts = []
+    for start in range(0, len(texts), batch_size):
+        batch = list(texts[start : start + batch_size])
+        output = pd.DataFrame(model.predict(pd.DataFrame({"text": batch})))
+        if len(output) != len(batch):
+            raise ValueError(f"the model returned {len(output)} rows for {len(batch)} texts")
+        parts.append(output.reset_index(drop=True))
+    if not parts:
+        return pd.DataFrame(columns=["label"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def make_predict_fn(model: Any, batch_size: int) -> PredictFn:
+    return lambda texts: predict_in_batches(model, texts, batch_size)
+
+
+def score_model(
+    name: str,
+    uri: str,
+    model: Any,
+    test: pd.DataFrame,
+    params: Params,
+    checks: Sequence[Check],
+) -> ScoredModel:
+    """Scorecard on the test set, behavioural checks, and the flat metrics the gate reads."""
+    batch = params.evaluate.batch_size
+    predictions = predict_in_batches(model, test["text"].astype(str).tolist(), batch)
+    proba_matrix(predictions, params.labels)  # fail early, naming missing columns
+    card = scorecard(test, predictions, params.labels, bins=params.evaluate.calibration_bins)
+    behaviour = None
+    flat = flatten(card)
+    if checks:
+        behaviour = run_behaviour_checks(
+            make_predict_fn(model, batch), checks, max_failures=params.evaluate.max_failures_shown
+        )
+        flat["behaviour_pass_rate"] = behaviour.pass_rate
+        flat["behaviour_passed"] = float(behaviour.passed)
+    return ScoredModel(name=name, uri=uri, scorecard=card, behaviour=behaviour, flat=flat)
+
+
+def load_pyfunc(uri: str) -> Any:
+    import mlflow
+
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MLflow raises many types for a missing or broken model
+        raise RuntimeError(f"cannot load the model at {uri}: {exc}") from exc
+
+
+def find_champion(client: MlflowClient, model_name: str) -> ModelVersion | None:
+    """The version holding the champion alias, or None when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = registered.aliases.get(CHAMPION_ALIAS)
+    return client.get_model_version(model_name, str(version)) if version is not None else None
+
+
+# ------------------------------------------------------------------------------ recording
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not math.isnan(v)}
+
+
+def _log_to_run(
+    client: MlflowClient,
+    run_id: str,
+    challenger: ScoredModel,
+    champion: ScoredModel | None,
+    decision: GateDecision,
+    tags: dict[str, str],
+    out_dir: Path,
+) -> None:
+    from mlflow.entities import Metric
+
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    values = {f"test_{k}": v for k, v in _finite(challenger.flat).items()}
+    if champion is not None:
+        values |= {f"champion_test_{k}": v for k, v in _finite(champion.flat).items()}
+    values["gate_blessed"] = float(decision.blessed)
+    metrics = [Metric(key, float(value), now, 0) for key, value in sorted(values.items())]
+    for start in range(0, len(metrics), 500):  # log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=metrics[start : start + 500])
+    client.log_artifacts(run_id, str(out_dir), artifact_path=ARTIFACT_DIR)
+    # Tags last: a run tagged `gate` has its evidence logged beside it.
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value[:MAX_TAG_CHARS])
+
+
+def _write_evidence(
+    out_dir: Path,
+    challenger: ScoredModel,
+    champion: ScoredModel | None,
+    decision: GateDecision,
+    compared_to: str,
+) -> None:
+    def model_part(model: ScoredModel | None) -> dict[str, Any] | None:
+        if model is None:
+            return None
+        return {"name": model.name, "uri": model.uri, "flat": model.flat, **model.scorecard}
+
+    def behaviour_part(model: ScoredModel | None) -> dict[str, Any] | None:
+        return model.behaviour.to_dict() if model and model.behaviour else None
+
+    write_json(
+        {"challenger": model_part(challenger), "champion": model_part(champion)},
+        out_dir / "metrics.json",
+    )
+    write_json(
+        {"challenger": behaviour_part(challenger), "champion": behaviour_part(champion)},
+        out_dir / "behaviour.json",
+    )
+    write_json({**decision.to_dict(), "compared_to": compared_to}, out_dir / "gate.json")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put folder ``new`` in the place of ``target``."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ the step
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """The golden test split with the identities recorded beside every evaluation."""
+
+    frame: pd.DataFrame
+    path: Path
+    sha256: str
+    dataset_hash: str
+    data_interval: str
+
+    def describe(self) -> str:
+        return f"{self.path} ({len(self.frame)} rows, sha256 {self.sha256[:12]})"
+
+
+def load_test_set(settings: Settings, params: Params) -> TestSet:
+    path = settings.prepared_dir / "test.parquet"
+    frame = read_test_set(path, params.labels)
+    manifest = read_manifest(settings.prepared_dir)
+    return TestSet(
+        frame=frame,
+        path=path,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        dataset_hash=str(manifest.get("content_hash") or "unknown"),
+        data_interval=describe_interval(manifest),
+    )
+
+
+def _score_champion(
+    client: MlflowClient, settings: Settings, test: TestSet, params: Params, checks: list[Check]
+) -> tuple[ScoredModel | None, ModelVersion | None]:
+    version = find_champion(client, settings.registered_model_name)
+    if version is None:
+        return None, None
+    uri = f"models:/{settings.registered_model_name}/{version.version}"
+    log.info("scoring champion %s on the same test set", uri)
+    name = f"champion v{version.version}"
+    return score_model(name, uri, load_pyfunc(uri), test.frame, params, checks), version
+
+
+def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -> EvaluationResult:
+    """Evaluate a trained run against the champion and record the gate's decision."""
+    from pipelines.tracking import client as tracking_client
+
+    run_id = resolve_run_id(settings, run_id)
+    test = load_test_set(settings, params)
+    checks = load_checks(
+        settings.expectations_dir / params.evaluate.behaviour_checks, params.labels
+    )
+    client = tracking_client(settings)
+    _require_run(client, run_id, settings.mlflow_tracking_uri)
+
+    model_uri = f"runs:/{run_id}/model"
+    log.info("scoring challenger %s on %d test rows", model_uri, len(test.frame))
+    challenger = score_model(
+        f"challenger {run_id[:8]}", model_uri, load_pyfunc(model_uri), test.frame, params, checks
+    )
+    champion, champion_version = _score_champion(client, settings, test, params, checks)
+    decision = decide(challenger.flat, champion.flat if champion else None, params.gate)
+    compared_to = str(champion_version.version) if champion_version else "none"
+    log.info("gate: %s (%s)", decision.verdict, "; ".join(decision.reasons))
+
+    # Everything is written to a staging folder, logged, then swapped in: no stale file of an
+    # earlier evaluation of the same run (a champion picture, say) survives.
+    out_dir = settings.var_dir / "runs" / "evaluation" / run_id
+    staging = out_dir.with_name(f".{run_id}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    evaluated_at = datetime.now(UTC).isoformat(timespec="seconds")
+    meta = {
+        "run id": run_id,
+        "challenger": model_uri,
+        "champion": champion.uri if champion else "none",
+        "registered model": settings.registered_model_name,
+        "test set": test.describe(),
+        "dataset hash": test.dataset_hash,
+        "data interval": test.data_interval,
+        "evaluated at": evaluated_at,
+    }
+    champion_report = champion.as_report() if champion else None
+    report = write_report(staging, challenger.as_report(), champion_report, decision, meta)
+    _write_evidence(staging, challenger, champion, decision, compared_to)
+    tags = {
+        "gate": decision.verdict,
+        "gate_reasons": "; ".join(decision.reasons),
+        "compared_to": compared_to,
+        "eval_registered_model": settings.registered_model_name,
+        "eval_dataset_hash": test.dataset_hash,
+        "eval_data_interval": test.data_interval,
+        "eval_test_sha256": test.sha256,
+    }
+    _log_to_run(client, run_id, challenger, champion, decision, tags, staging)
+    _replace_dir(staging, out_dir)
+
+    result = EvaluationResult(
+        run_id=run_id,
+        model_uri=model_uri,
+        metrics=challenger.flat,
+        champion_version=str(champion_version.version) if champion_version else None,
+        champion_metrics=champion.flat if champion else None,
+        decision=decision,
+        report=report.moved_to(out_dir),
+        record_path=evaluation_record_path(settings),
+    )
+    champion_run = champion_version.run_id if champion_version else None
+    write_json(_record(result, settings, test, champion_run, evaluated_at), result.record_path)
+    return result
+
+
+def _record(
+    result: EvaluationResult,
+    settings: Settings,
+    test: TestSet,
+    champion_run_id: str | None,
+    evaluated_at: str,
+) -> dict[str, Any]:
+    """``evaluation.json``: what register (and a person) needs without opening MLflow."""
+    return {
+        "run_id": result.run_id,
+        "model_uri": result.model_uri,
+        "registered_model_name": settings.registered_model_name,
+        "blessed": result.decision.blessed,
+        "verdict": result.decision.verdict,
+        "reasons": result.decision.reasons,
+        "gate_checks": result.decision.checks,
+        "compared_to": result.compared_to,
+        "champion_version": result.champion_version,
+        "champion_run_id": champion_run_id,
+        "dataset_hash": test.dataset_hash,
+        "data_interval": test.data_interval,
+        "test_set": {"path": str(test.path), "rows": len(test.frame), "sha256": test.sha256},
+        "metrics": result.metrics,
+        "champion_metrics": result.champion_metrics,
+        "report": result.report.as_dict(),
+        "evaluated_at": evaluated_at,
+    }
+
+
+def _require_run(client: MlflowClient, run_id: str, uri: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        raise ValueError(f"run {run_id!r} not found in the tracking store {uri}") from exc
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run-id", default=None, help="MLflow run of the challenger (default: var/runs/train.json)"
+    )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    result = evaluate(settings, load_params(settings.params_path), run_id=args.run_id)
+    print(f"run {result.run_id}: {result.decision.verdict} (compared to {result.compared_to})")
+    for reason in result.decision.reasons:
+        print(f"  - {reason}")
+    print(f"report: {result.report.html}")
+    # Rejection is a valid outcome of evaluate; register is the step that refuses to go on.
+    return 0

@@ -1,0 +1,220 @@
+"""Register a blessed run as a new version of the registered model, aliased ``challenger``.
+
+The run's ``gate`` tag (written by evaluate) is the authority; ``var/runs/evaluation.json`` is
+the hand-over that names the run by default. A run that is not blessed is never registered.
+No half-registered version: if tagging or aliasing fails after the version is created, the
+version is deleted again. Registering the same run twice returns the existing version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.evaluate import evaluation_record_path
+from pipelines.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+CHALLENGER_ALIAS = "challenger"
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    registered: bool  # a version of this run exists in the registry (now or from before)
+    run_id: str
+    version: str | None = None
+    created: bool = False  # this call created the version
+    reasons: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        if not self.registered:
+            return f"run {self.run_id} not blessed: " + "; ".join(self.reasons)
+        verb = "registered as" if self.created else "already registered as"
+        return f"run {self.run_id} {verb} version {self.version}"
+
+
+def git_commit(project_root: Path) -> str:
+    """``git rev-parse HEAD`` of the project, or ``unknown`` outside a repository."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=project_root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else "unknown"
+
+
+def _read_record(settings: Settings, run_id: str | None) -> dict[str, Any] | None:
+    """evaluation.json when it concerns ``run_id`` (or any run when none is given)."""
+    path = evaluation_record_path(settings)
+    if not path.is_file():
+        if run_id is None:
+            raise FileNotFoundError(f"no evaluation to register: run evaluate first ({path})")
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(record, dict) or not record.get("run_id"):
+        raise ValueError(f"{path} has no run_id")
+    if run_id is not None and record["run_id"] != run_id:
+        return None
+    if run_id is None:
+        _refuse_stale(settings, str(record["run_id"]), path)
+    return record
+
+
+def _refuse_stale(settings: Settings, evaluated: str, path: Path) -> None:
+    # A training run newer than the evaluation means evaluate failed or was skipped since.
+    train_path = settings.var_dir / "runs" / "train.json"
+    if not train_path.is_file():
+        return
+    trained = json.loads(train_path.read_text(encoding="utf-8")).get("run_id")
+    if trained and trained != evaluated:
+        raise ValueError(
+            f"{path} is for run {evaluated} but the latest training run is {trained}: "
+            "evaluate it first, or pass --run-id to register an older run"
+        )
+
+
+def _existing_version(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def _lineage_tags(
+    settings: Settings, run: Run, record: dict[str, Any] | None, run_id: str
+) -> dict[str, str]:
+    record = record or {}
+    run_tags, run_params = run.data.tags, run.data.params
+
+    def pick(*candidates: Any) -> str:
+        return next((str(c) for c in candidates if c not in (None, "", "unknown")), "unknown")
+
+    return {
+        "approval": "pending",
+        "gate": "blessed",
+        "run_id": run_id,
+        "compared_to": pick(run_tags.get("compared_to"), record.get("compared_to")),
+        # The training run's own tags name the data it was trained on; evaluate's are a fallback.
+        "dataset_hash": pick(
+            run_tags.get("dataset_hash"),
+            run_tags.get("eval_dataset_hash"),
+            record.get("dataset_hash"),
+        ),
+        "data_interval": pick(
+            run_tags.get("data_interval"),
+            run_params.get("dataset.data_interval"),
+            run_tags.get("eval_data_interval"),
+            record.get("data_interval"),
+        ),
+        "git_commit": git_commit(settings.project_root),
+    }
+
+
+def _create_version(
+    client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]
+) -> ModelVersion:
+    """Create the version with its tags, then alias it; undo the version if anything fails."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    except MlflowException as exc:
+        raise RuntimeError(f"cannot register {model_uri} as {name!r}: {exc}") from exc
+    try:
+        missing = {k for k, v in tags.items() if version.tags.get(k) != v}
+        for key in sorted(missing):  # a store that dropped tags at creation gets them again
+            client.set_model_version_tag(name, str(version.version), key, tags[key])
+        client.set_registered_model_alias(name, CHALLENGER_ALIAS, str(version.version))
+    except BaseException:
+        log.error("tagging or aliasing version %s failed: deleting it", version.version)
+        client.delete_model_version(name, str(version.version))
+        raise
+    return version
+
+
+def register(settings: Settings, *, run_id: str | None = None) -> RegisterResult:
+    """Register the evaluated run (default: the one in evaluation.json) if the gate blessed it."""
+    from mlflow.exceptions import MlflowException
+
+    from pipelines.tracking import client as tracking_client
+
+    record = _read_record(settings, run_id)
+    run_id = run_id or str(record["run_id"] if record else "")
+    client = tracking_client(settings)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ValueError(f"run {run_id!r} not found in {settings.mlflow_tracking_uri}") from exc
+
+    run_tags = dict(run.data.tags)
+    verdict = run_tags.get("gate")
+    if verdict is None:
+        raise ValueError(f"run {run_id} has not been evaluated (no `gate` tag): run evaluate")
+    if record is not None and record.get("verdict", verdict) != verdict:
+        raise RuntimeError(
+            f"evaluation.json says {record.get('verdict')} but run {run_id} is tagged "
+            f"{verdict}: evaluate it again"
+        )
+    evaluated_for = run_tags.get("eval_registered_model", settings.registered_model_name)
+    if evaluated_for != settings.registered_model_name:
+        raise ValueError(
+            f"run {run_id} was evaluated against the champion of {evaluated_for!r}, not "
+            f"{settings.registered_model_name!r}: evaluate it again"
+        )
+    if verdict != "blessed":
+        reasons = list(record.get("reasons", [])) if record else []
+        return RegisterResult(
+            registered=False, run_id=run_id, reasons=reasons or [run_tags.get("gate_reasons", "")]
+        )
+
+    name = settings.registered_model_name
+    existing = _existing_version(client, name, run_id)
+    if existing is not None:
+        return RegisterResult(
+            registered=True, run_id=run_id, version=str(existing.version), tags=existing.tags
+        )
+    tags = _lineage_tags(settings, run, record, run_id)
+    version = _create_version(client, name, f"runs:/{run_id}/model", tags)
+    log.info("registered run %s as %s version %s (alias challenger)", run_id, name, version.version)
+    return RegisterResult(
+        registered=True, run_id=run_id, version=str(version.version), created=True, tags=tags
+    )
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run-id", default=None, help="run to register (default: var/runs/evaluation.json)"
+    )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    result = register(get_settings(), run_id=args.run_id)
+    print(result.message)
+    # Not blessed is a refusal, not a crash: exit 1 so that a pipeline stops here.
+    return 0 if result.registered else 1

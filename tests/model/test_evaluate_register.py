@@ -1,0 +1,292 @@
+"""evaluate + register end to end in a temporary MLflow store, with small sklearn pyfuncs.
+
+One module-scoped store holds three logged runs (a good model, a second good model, one trained
+on shuffled labels); each test works on its own registered model name, so tests do not share
+registry state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.evaluate import (
+    describe_interval,
+    evaluate,
+    evaluation_record_path,
+    read_test_set,
+)
+from pipelines.params import GateParams, Params, load_params
+from pipelines.partitions import write_json
+from pipelines.register import register
+from pipelines.register import run_cli as register_cli
+from pipelines.settings import Settings, get_settings
+
+CONTENT_HASH = "c0ffee" * 10
+INTERVAL = {"start": "2026-11-01T00:00:00+00:00", "end": "2026-11-08T00:00:00+00:00"}
+
+
+@dataclass(frozen=True)
+class Env:
+    settings: Settings
+    params: Params
+    good: str
+    good_again: str
+    shuffled: str
+
+    def named(self, name: str) -> Settings:
+        return self.settings.model_copy(update={"registered_model_name": name})
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    import mlflow
+
+    from pipelines.tracking import configure_mlflow
+    from tests.helpers_models import TfidfModel, log_pyfunc, make_corpus, shuffled
+
+    root = tmp_path_factory.mktemp("evaluate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOREG_VAR_DIR", str(root / "var"))
+        mp.setenv("EMOREG_DATA_DIR", str(root / "data"))
+        for name in ("DATABASE_URL", "MODELS_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACTS_DIR"):
+            mp.delenv(f"EMOREG_{name}", raising=False)
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        get_settings.cache_clear()
+        settings = get_settings()
+        params = load_params(settings.params_path).model_copy(
+            update={"gate": GateParams(min_macro_f1=0.7, min_negative_recall=0.7)}
+        )
+        write_json({"content_hash": CONTENT_HASH, "interval": INTERVAL},
+                   settings.prepared_dir / "manifest.json")  # fmt: skip
+        make_corpus(20, seed=1).to_parquet(settings.prepared_dir / "test.parquet")
+
+        train = make_corpus(60, seed=0)
+        configure_mlflow(settings)
+        runs = {
+            "good": log_pyfunc(TfidfModel(train["text"], train["label"]), run_name="good"),
+            "good_again": log_pyfunc(TfidfModel(train["text"], train["label"]), run_name="again"),
+            "shuffled": log_pyfunc(
+                TfidfModel(train["text"], shuffled(train["label"], seed=5)), run_name="shuffled"
+            ),
+        }
+        yield Env(settings, params, **runs)
+        mlflow.set_tracking_uri(None)
+        get_settings.cache_clear()
+
+
+def mlflow_client(settings: Settings):  # type: ignore[no-untyped-def]
+    from pipelines.tracking import client
+
+    return client(settings)
+
+
+def versions_of(settings: Settings, run_id: str | None = None) -> list:
+    query = f"name = '{settings.registered_model_name}'"
+    if run_id:
+        query += f" and run_id = '{run_id}'"
+    return list(mlflow_client(settings).search_model_versions(query))
+
+
+def write_train_record(settings: Settings, run_id: str) -> None:
+    write_json({"run_id": run_id, "model_uri": f"runs:/{run_id}/model"},
+               settings.var_dir / "runs" / "train.json")  # fmt: skip
+
+
+def test_good_model_is_blessed_registered_and_traced(env: Env) -> None:
+    settings = env.named("good-model")
+    write_train_record(settings, env.good)
+
+    result = evaluate(settings, env.params)  # run id from train.json
+
+    assert result.run_id == env.good
+    assert result.decision.blessed, result.decision.reasons
+    assert result.champion_version is None and result.compared_to == "none"
+    assert result.metrics["macro_f1"] >= 0.9
+    run = mlflow_client(settings).get_run(env.good)
+    assert run.data.tags["gate"] == "blessed"
+    assert run.data.tags["compared_to"] == "none"
+    assert run.data.metrics["test_macro_f1"] == pytest.approx(result.metrics["macro_f1"])
+    assert "test_real_accuracy" in run.data.metrics
+    assert "test_negative_recall" in run.data.metrics
+    assert "champion_test_macro_f1" not in run.data.metrics
+    logged = {a.path for a in mlflow_client(settings).list_artifacts(env.good, "evaluation")}
+    assert {f"evaluation/{n}" for n in ("confusion_matrix.png", "per_class.png", "report.html",
+            "metrics.json", "behaviour.json", "gate.json")} <= logged  # fmt: skip
+    record = json.loads(evaluation_record_path(settings).read_text(encoding="utf-8"))
+    assert record["run_id"] == env.good and record["blessed"] is True
+    assert record["dataset_hash"] == CONTENT_HASH
+    for path in result.report.as_dict().values():
+        assert Path(path).stat().st_size > 0
+
+    registered = register(settings)  # run id from evaluation.json
+
+    assert registered.registered and registered.created
+    client = mlflow_client(settings)
+    version = client.get_model_version_by_alias("good-model", "challenger")
+    assert version.version == int(registered.version or 0)
+    assert version.run_id == env.good
+    tags = version.tags
+    assert tags["approval"] == "pending"
+    assert tags["gate"] == "blessed"
+    assert tags["run_id"] == env.good
+    assert tags["compared_to"] == "none"
+    assert tags["dataset_hash"] == CONTENT_HASH
+    assert tags["data_interval"] == f"[{INTERVAL['start']}, {INTERVAL['end']})"
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"])
+    assert "champion" not in client.get_registered_model("good-model").aliases
+
+    again = register(settings, run_id=env.good)
+    assert again.registered and not again.created
+    assert again.version == registered.version
+    assert len(versions_of(settings)) == 1
+
+
+def test_shuffled_label_model_is_rejected_and_never_registered(env: Env) -> None:
+    settings = env.named("shuffled-model")
+
+    result = evaluate(settings, env.params, run_id=env.shuffled)
+
+    assert not result.decision.blessed
+    assert any("macro_f1" in r and "floor" in r for r in result.decision.reasons)
+    assert mlflow_client(settings).get_run(env.shuffled).data.tags["gate"] == "rejected"
+
+    outcome = register(settings, run_id=env.shuffled)
+    assert not outcome.registered and outcome.version is None
+    assert "not blessed" in outcome.message and "macro_f1" in outcome.message
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOREG_REGISTERED_MODEL_NAME", "shuffled-model")
+        get_settings.cache_clear()
+        assert register_cli(argparse.Namespace(run_id=env.shuffled)) == 1
+    get_settings.cache_clear()
+    assert versions_of(settings, env.shuffled) == []
+    assert not versions_of(settings)
+
+
+def test_challenger_is_scored_against_the_champion(env: Env) -> None:
+    settings = env.named("champion-model")
+    evaluate(settings, env.params, run_id=env.good)
+    first = register(settings, run_id=env.good)
+    client = mlflow_client(settings)
+    client.set_registered_model_alias("champion-model", "champion", str(first.version))
+
+    result = evaluate(settings, env.params, run_id=env.good_again)
+
+    assert result.champion_version == str(first.version)
+    assert result.champion_metrics is not None
+    assert result.decision.blessed, result.decision.reasons
+    assert result.decision.checks["regression_macro_f1"]["champion"] == pytest.approx(
+        result.champion_metrics["macro_f1"]
+    )
+    run = client.get_run(env.good_again)
+    assert run.data.tags["compared_to"] == str(first.version)
+    assert "champion_test_macro_f1" in run.data.metrics
+    page = result.report.html.read_text(encoding="utf-8")
+    assert f"champion v{first.version}" in page
+    assert f"challenger {env.good_again[:8]}" in page
+    assert page.count("data:image/png;base64,") == 4  # 2 confusion matrices, bars, calibration
+    assert result.report.confusion_matrix_champion is not None
+
+    second = register(settings, run_id=env.good_again)
+    assert second.created and second.version != first.version
+    assert second.tags["compared_to"] == str(first.version)
+    aliases = client.get_registered_model("champion-model").aliases
+    assert aliases == {"champion": int(first.version or 0), "challenger": int(second.version or 0)}
+
+    # Evaluated again where no champion exists: no stale champion picture survives.
+    alone = evaluate(env.named("no-champion-model"), env.params, run_id=env.good_again)
+    assert alone.report.confusion_matrix_champion is None
+    assert sorted(p.name for p in alone.report.html.parent.iterdir()) == [
+        "behaviour.json", "calibration.png", "confusion_matrix.png", "gate.json",
+        "metrics.json", "per_class.png", "report.html",
+    ]  # fmt: skip
+
+    # A bad challenger fails the floors and the regression against the champion.
+    rejected = evaluate(settings, env.params, run_id=env.shuffled)
+    failed = {n for n, c in rejected.decision.checks.items() if not c["passed"]}
+    assert {"floor_macro_f1", "regression_macro_f1"} <= failed
+
+
+def test_failed_aliasing_leaves_no_half_registered_version(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    settings = env.named("atomic-model")
+    evaluate(settings, env.params, run_id=env.good)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("registry went away")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse)
+    with pytest.raises(RuntimeError, match="registry went away"):
+        register(settings, run_id=env.good)
+    assert versions_of(settings, env.good) == []
+
+    monkeypatch.undo()
+    assert register(settings, run_id=env.good).created
+
+
+def test_register_refuses_a_run_evaluated_for_another_model(env: Env) -> None:
+    evaluate(env.named("other-model"), env.params, run_id=env.good)
+    with pytest.raises(ValueError, match="'other-model'"):
+        register(env.named("wrong-model"), run_id=env.good)
+    assert not versions_of(env.named("wrong-model"))
+
+
+def test_register_refuses_an_evaluation_older_than_the_last_training(env: Env) -> None:
+    settings = env.named("stale-model")
+    evaluate(settings, env.params, run_id=env.good)
+    write_train_record(settings, env.good_again)  # trained again, not evaluated yet
+    with pytest.raises(ValueError, match="latest training run"):
+        register(settings)
+    assert not versions_of(settings)
+
+
+def test_bad_test_set_is_named_and_keeps_the_previous_record(env: Env, tmp_path: Path) -> None:
+    settings = env.settings.model_copy(
+        update={"data_dir": tmp_path / "data", "var_dir": tmp_path / "var"}
+    )
+    record = evaluation_record_path(settings)
+    write_json({"run_id": "previous"}, record)
+    before = record.read_bytes()
+    bad = pd.DataFrame({"id": ["1"], "text": ["质量太差了"], "label": ["angry"], "source": ["x"]})
+    settings.prepared_dir.mkdir(parents=True)
+    bad.to_parquet(settings.prepared_dir / "test.parquet")
+
+    with pytest.raises(ValueError, match="angry"):
+        evaluate(settings, env.params, run_id=env.good)
+    assert record.read_bytes() == before
+
+    bad.drop(columns=["source"]).to_parquet(settings.prepared_dir / "test.parquet")
+    with pytest.raises(ValueError, match="source"):
+        read_test_set(settings.prepared_dir / "test.parquet", env.params.labels)
+    (settings.prepared_dir / "test.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        evaluate(settings, env.params, run_id=env.good)
+
+
+def test_unknown_run_is_named(env: Env) -> None:
+    with pytest.raises(ValueError, match="no-such-run"):
+        evaluate(env.settings, env.params, run_id="no-such-run")
+
+
+def test_data_interval_from_prepare_manifest() -> None:
+    manifest = {
+        "interval_end": "2026-11-08T00:00:00+00:00",
+        "inputs": {"partitions": [
+            {"key": "interval=2026-11-02T00-00-00_2026-11-03T00-00-00"},
+            {"key": "interval=2026-11-01T00-00-00_2026-11-02T00-00-00"},
+        ]},
+    }  # fmt: skip
+    assert describe_interval(manifest) == "[2026-11-01T00:00:00+00:00, 2026-11-08T00:00:00+00:00)"
+    manifest["inputs"]["partitions"] = []
+    assert describe_interval(manifest).startswith("bootstrap only, until 2026-11-08")
+    assert describe_interval({}) == "unknown"

@@ -1,0 +1,115 @@
+"""The blessing gate: floors, regression against the champion, behaviour, no champion."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipelines.gate import decide
+from pipelines.params import GateParams
+
+PARAMS = GateParams(min_macro_f1=0.7, min_negative_recall=0.7, max_regression=0.01)
+
+
+def metrics(macro_f1: float = 0.85, negative_recall: float = 0.9, **extra: float) -> dict:
+    return {"macro_f1": macro_f1, "negative_recall": negative_recall, "accuracy": 0.8, **extra}
+
+
+def test_no_champion_floors_alone_bless() -> None:
+    decision = decide(metrics(), None, PARAMS)
+    assert decision.blessed
+    assert decision.verdict == "blessed"
+    assert set(decision.checks) == {"floor_macro_f1", "floor_negative_recall"}
+    assert any("no champion" in r for r in decision.reasons)
+
+
+@pytest.mark.parametrize(
+    ("challenger", "failing"),
+    [
+        (metrics(macro_f1=0.69), "floor_macro_f1"),
+        (metrics(negative_recall=0.5), "floor_negative_recall"),
+        (metrics(macro_f1=math.nan), "floor_macro_f1"),
+    ],
+)
+def test_floors_reject(challenger: dict, failing: str) -> None:
+    decision = decide(challenger, None, PARAMS)
+    assert not decision.blessed
+    assert [name for name, c in decision.checks.items() if not c["passed"]] == [failing]
+    assert len(decision.reasons) == 1
+    assert decision.checks[failing]["metric"] in decision.reasons[0]
+
+
+def test_value_equal_to_floor_passes() -> None:
+    assert decide(metrics(macro_f1=0.7, negative_recall=0.7), None, PARAMS).blessed
+
+
+def test_both_floors_failing_give_two_reasons() -> None:
+    decision = decide(metrics(macro_f1=0.3, negative_recall=0.2), None, PARAMS)
+    assert not decision.blessed
+    assert len(decision.reasons) == 2
+
+
+def test_regression_within_tolerance_is_blessed() -> None:
+    decision = decide(metrics(macro_f1=0.845), metrics(macro_f1=0.85), PARAMS)
+    assert decision.blessed
+    check = decision.checks["regression_macro_f1"]
+    assert check["drop"] == pytest.approx(0.005)
+    assert check["champion"] == 0.85
+
+
+def test_regression_beyond_tolerance_is_rejected_even_above_floors() -> None:
+    decision = decide(metrics(macro_f1=0.83), metrics(macro_f1=0.85), PARAMS)
+    assert not decision.blessed
+    assert decision.checks["floor_macro_f1"]["passed"]
+    assert not decision.checks["regression_macro_f1"]["passed"]
+    assert "champion 0.8500" in decision.reasons[0]
+
+
+def test_improvement_over_champion_is_blessed() -> None:
+    decision = decide(metrics(macro_f1=0.9), metrics(macro_f1=0.8), PARAMS)
+    assert decision.blessed
+    assert decision.checks["regression_macro_f1"]["drop"] == pytest.approx(-0.1)
+
+
+def test_champion_does_not_rescue_a_challenger_below_floor() -> None:
+    # A weak champion (0.5) does not excuse a challenger under the absolute floor.
+    decision = decide(metrics(macro_f1=0.6), metrics(macro_f1=0.5), PARAMS)
+    assert not decision.blessed
+    assert not decision.checks["floor_macro_f1"]["passed"]
+    assert decision.checks["regression_macro_f1"]["passed"]
+
+
+def test_several_regression_metrics() -> None:
+    params = PARAMS.model_copy(update={"regression_metrics": ("macro_f1", "negative_recall")})
+    decision = decide(metrics(negative_recall=0.8), metrics(negative_recall=0.95), params)
+    assert not decision.blessed
+    assert not decision.checks["regression_negative_recall"]["passed"]
+    assert decision.checks["regression_macro_f1"]["passed"]
+
+
+def test_behaviour_required() -> None:
+    params = PARAMS.model_copy(update={"require_behaviour": True})
+    failing = metrics(behaviour_passed=0.0, behaviour_pass_rate=0.6)
+    decision = decide(failing, None, params)
+    assert not decision.blessed
+    assert "behavioural checks fail" in decision.reasons[0]
+    assert decide(metrics(behaviour_passed=1.0, behaviour_pass_rate=0.97), None, params).blessed
+    # Not required: a behavioural failure does not block.
+    assert decide(failing, None, PARAMS).blessed
+
+
+def test_missing_metric_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="negative_recall"):
+        decide({"macro_f1": 0.9}, None, PARAMS)
+    params = PARAMS.model_copy(update={"regression_metrics": ("weighted_f1",)})
+    with pytest.raises(ValueError, match="weighted_f1"):
+        decide(metrics(), metrics(), params)
+    with pytest.raises(ValueError, match="behaviour_passed"):
+        decide(metrics(), None, PARAMS.model_copy(update={"require_behaviour": True}))
+
+
+def test_decision_serialises() -> None:
+    payload = decide(metrics(), metrics(), PARAMS).to_dict()
+    assert payload["verdict"] == "blessed"
+    assert payload["checks"]["regression_macro_f1"]["passed"] is True
