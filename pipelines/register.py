@@ -213,8 +213,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def registration_record_path(settings: Settings) -> Path:
+    return settings.var_dir / "runs" / "registration.json"
+
+
 def run_cli(args: argparse.Namespace) -> int:
-    result = register(get_settings(), run_id=args.run_id)
+    from dataclasses import asdict
+
+    from pipelines.partitions import write_json
+
+    settings = get_settings()
+    result = register(settings, run_id=args.run_id)
+    # The outcome, blessed or not, is the stage's output (dvc.yaml) and the DAG's XCom source.
+    write_json({**asdict(result), "message": result.message}, registration_record_path(settings))
     print(result.message)
     # Not blessed is a refusal, not a crash: exit 1 so that a pipeline stops here.
     return 0 if result.registered else 1

@@ -1,0 +1,267 @@
+"""The classifier's storage format: a ``save_pretrained`` folder inside an MLflow pyfunc model.
+
+This module is self-contained on purpose: ``log_classifier`` logs its own source as the model's
+code ("models from code"), so a logged model loads and scores with ``mlflow.pyfunc.load_model``
+in any environment holding the pinned libraries, without this repository and without pickle.
+Keep it free of ``pipelines`` imports (a test loads a model in a clean process to check that).
+
+Pyfunc I/O: a DataFrame with a ``text`` column in; ``label``, ``score`` (probability of the
+label) and ``p_<label>`` per class (in the model's label order) out.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import torch
+    from mlflow.models.model import ModelInfo
+
+log = logging.getLogger(__name__)
+
+HF_ARTIFACT = "hf_model"  # key of the save_pretrained folder among the pyfunc's artifacts
+DEFAULT_BATCH_SIZE = 32
+# Appended to this module's source to make the logged model file (MLflow "models from code").
+_CODE_FOOTER = "\n\nimport mlflow.models  # noqa: E402\n\nmlflow.models.set_model(make_pyfunc())\n"
+_EXAMPLE_TEXTS = ["物流很快，客服态度也好", "东西坏了一直没人处理", "请问什么时候发货？"]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest one: ``(input_ids, attention_mask)``."""
+    import torch
+
+    width = max(len(seq) for seq in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text with the special tokens, truncated to ``max_length``."""
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
+def predict_proba(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> np.ndarray:
+    """Class probabilities ``(len(texts), num_labels)``, rows in the order of ``texts``.
+
+    Texts are scored sorted by length so that each batch pads to a similar width.
+    """
+    import torch
+
+    num_labels = int(model.config.num_labels)
+    proba = np.zeros((len(texts), num_labels), dtype=np.float64)
+    if not texts:
+        return proba
+    ids = encode(tokenizer, texts, max_length)
+    order = np.argsort([len(seq) for seq in ids], kind="stable")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                input_ids, mask = pad_batch([ids[i] for i in rows], tokenizer.pad_token_id)
+                logits = model(input_ids=input_ids, attention_mask=mask).logits
+                proba[rows] = torch.softmax(logits.float(), dim=-1).numpy()
+    finally:
+        model.train(was_training)
+    return proba
+
+
+def proba_frame(proba: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
+    """The pyfunc output columns from a probability matrix."""
+    best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)
+    frame = pd.DataFrame(
+        {
+            "label": pd.Series([labels[i] for i in best], dtype=object),
+            "score": proba[np.arange(len(proba)), best] if len(proba) else np.zeros(0),
+        }
+    )
+    for index, label in enumerate(labels):
+        frame[f"p_{label}"] = proba[:, index]
+    return frame
+
+
+def texts_of(model_input: Any) -> list[str]:
+    """The ``text`` column of a pyfunc input as strings; a clear error for anything else."""
+    if not isinstance(model_input, pd.DataFrame):
+        model_input = pd.DataFrame(model_input)
+    if "text" not in model_input.columns:
+        raise ValueError(
+            f"model input needs a 'text' column; got columns {list(model_input.columns)}"
+        )
+    column = model_input["text"]
+    bad = [i for i, value in enumerate(column) if not isinstance(value, str)]
+    if bad:
+        raise ValueError(f"'text' must be a string in every row; rows {bad[:10]} are not")
+    return list(column)
+
+
+def model_labels(model: Any) -> list[str]:
+    id2label = model.config.id2label
+    return [str(id2label[i]) for i in range(int(model.config.num_labels))]
+
+
+@dataclass
+class TextClassifier:
+    """A fine-tuned sequence classifier and its tokenizer, loaded from a save_pretrained folder."""
+
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    @classmethod
+    def load(cls, model_dir: str | Path, batch_size: int = DEFAULT_BATCH_SIZE) -> TextClassifier:
+        """Load offline; fp16 weights on disk are cast to fp32, which is faster on CPU."""
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"no transformers model (config.json) in {model_dir}")
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, local_files_only=True, dtype=torch.float32
+        )
+        model.eval()
+        return cls(
+            model, tokenizer, model_labels(model), max_length_of(model, tokenizer), batch_size
+        )
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return predict_proba(self.model, self.tokenizer, texts, self.max_length, self.batch_size)
+
+    def predict(self, model_input: Any) -> pd.DataFrame:
+        return proba_frame(self.predict_proba(texts_of(model_input)), self.labels)
+
+
+def max_length_of(model: Any, tokenizer: Any) -> int:
+    """The saved tokenizer's ``model_max_length``, capped by the model's position embeddings."""
+    limit = int(getattr(model.config, "max_position_embeddings", 512))
+    saved = int(getattr(tokenizer, "model_max_length", limit) or limit)
+    return max(2, min(saved, limit))
+
+
+def make_pyfunc() -> Any:
+    """An instance of the pyfunc wrapper (defined lazily: importing this module stays light)."""
+    from mlflow.pyfunc import PythonModel
+
+    class EmotionClassifier(PythonModel):
+        """Pyfunc over ``TextClassifier``; the transformers folder is the ``hf_model`` artifact."""
+
+        def load_context(self, context: Any) -> None:
+            self.classifier = TextClassifier.load(context.artifacts[HF_ARTIFACT])
+
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        ) -> pd.DataFrame:
+            return self.classifier.predict(model_input)
+
+    return EmotionClassifier()
+
+
+def save_classifier(model: Any, tokenizer: Any, output_dir: Path, max_length: int) -> Path:
+    """``save_pretrained`` with fp16 weights (half the size) and the scoring ``max_length``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    half = {name: tensor.detach().half() for name, tensor in model.state_dict().items()}
+    model.save_pretrained(output_dir, state_dict=half)
+    tokenizer.model_max_length = max_length
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins of what loading needs; explicit so MLflow adds nothing (such as torchvision)."""
+    from importlib.metadata import version
+
+    pins = []
+    for package in ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas"):
+        pins.append(f"{package}=={version(package).split('+')[0]}")
+    pins.append(f"numpy=={version('numpy')}")
+    return pins
+
+
+def folder_size(path: Path) -> int:
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def log_classifier(
+    model_dir: Path,
+    labels: Sequence[str],
+    *,
+    name: str = "model",
+    example_texts: Sequence[str] = _EXAMPLE_TEXTS,
+) -> ModelInfo:
+    """Log ``model_dir`` (a save_pretrained folder) as a pyfunc model in the active run.
+
+    Checks that its labels are ``labels`` and that it scores the example before logging.
+    """
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    started = time.perf_counter()
+    classifier = TextClassifier.load(model_dir)
+    load_s = time.perf_counter() - started
+    if classifier.labels != list(labels):
+        raise ValueError(f"model labels {classifier.labels} differ from {list(labels)}")
+    example = pd.DataFrame({"text": list(example_texts)})
+    signature = infer_signature(example, classifier.predict(example))
+    with tempfile.TemporaryDirectory(prefix="emoreg-pyfunc-") as tmp:
+        code_file = Path(tmp) / "emotion_classifier.py"
+        code_file.write_text(Path(__file__).read_text(encoding="utf-8") + _CODE_FOOTER, "utf-8")
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(code_file),
+            artifacts={HF_ARTIFACT: str(model_dir)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
+    size = folder_size(model_dir)
+    log.info(
+        "logged %s: %.1f MB of weights and tokenizer, loads in %.2f s", name, size / 1e6, load_s
+    )
+    return info
+
+
+def copy_transformers_folder(model_uri: str, output_dir: Path) -> Path:
+    """Download the save_pretrained folder of a logged classifier (warm start, inspection)."""
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory(prefix="emoreg-download-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        found = [
+            p.parent
+            for p in local.rglob("config.json")
+            if (p.parent / "tokenizer_config.json").is_file()
+        ]
+        if not found:
+            raise FileNotFoundError(f"no transformers folder inside {model_uri}")
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        shutil.copytree(found[0], output_dir)
+    return output_dir

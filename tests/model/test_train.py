@@ -1,0 +1,354 @@
+"""``train`` end to end on a tiny model and tiny data, into a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.params import Params, TrainParams, load_params
+from pipelines.settings import Settings
+from pipelines.train import (
+    TrainError,
+    TrainResult,
+    apply_overrides,
+    length_buckets,
+    replay_mix,
+    stratified_sample,
+    train,
+    train_pointer,
+)
+from tests.unit.test_vocab import build_tiny_unigram_model
+
+LABELS = ("negative", "neutral", "positive")
+STEMS = {
+    "negative": ["太差了", "气死我了", "退货退款太慢", "东西坏了没人管", "垃圾"],
+    "neutral": ["请问什么时候发货", "怎么修改地址", "有没有优惠券", "能开发票吗", "在吗"],
+    "positive": ["很好很满意", "谢谢客服", "物流很快", "质量不错", "下次还来"],
+}
+ENDINGS = ["", "!", "，亲", "。。。", " OK", "呢"]
+
+
+def labelled_rows(prefix: str = "r", endings: Sequence[str] = ENDINGS) -> pd.DataFrame:
+    rows = [
+        {"text": stem + end, "label": label, "source": "test"}
+        for label, stems in STEMS.items()
+        for stem in stems
+        for end in endings
+    ]
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "id", [f"{prefix}{i:04d}" for i in range(len(frame))])
+    return frame
+
+
+def write_prepared(settings: Settings, frame: pd.DataFrame, content_hash: str = "h1") -> None:
+    """Train / validation / test splits (every 5th row validation, every 5th+1 test)."""
+    out = settings.prepared_dir
+    out.mkdir(parents=True, exist_ok=True)
+    position = np.arange(len(frame)) % 5
+    frame[position >= 2].to_parquet(out / "train.parquet", index=False)
+    frame[position == 0].to_parquet(out / "validation.parquet", index=False)
+    frame[position == 1].to_parquet(out / "test.parquet", index=False)
+    manifest = {"content_hash": content_hash, "interval_end": "2026-11-08T00:00:00+00:00"}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def tiny_params(base_model: Path, **train: object) -> Params:
+    values = {
+        "base_model": str(base_model),
+        "max_length": 32,
+        "batch_size": 8,
+        "epochs": 8,
+        "learning_rate": 1e-2,
+        "freeze_embeddings": False,
+        "log_every": 5,
+        "eval_batch_size": 16,
+    } | train
+    return Params(
+        labels=LABELS,
+        ingest={"start": "2026-11-01", "end": "2026-11-08"},
+        train=TrainParams.model_validate(values),
+    )
+
+
+def make_settings(root: Path) -> Settings:
+    return Settings(var_dir=root / "var", data_dir=root / "data")
+
+
+def runs_of(settings: Settings) -> pd.DataFrame:
+    import mlflow
+
+    from pipelines.tracking import configure_mlflow
+
+    experiment_id = configure_mlflow(settings)
+    return mlflow.search_runs(experiment_ids=[experiment_id])
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    texts = list(labelled_rows()["text"]) + list(labelled_rows("n", ["，好吗", "。"])["text"])
+    return build_tiny_unigram_model(tmp_path_factory.mktemp("base") / "tiny", texts, LABELS)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, base_dir: Path
+) -> tuple[Settings, TrainResult]:
+    settings = make_settings(tmp_path_factory.mktemp("trained"))
+    write_prepared(settings, labelled_rows())
+    return settings, train(settings, tiny_params(base_dir))
+
+
+def test_train_logs_a_run_and_a_loadable_pyfunc(trained: tuple[Settings, TrainResult]) -> None:
+    import mlflow
+    import mlflow.pyfunc
+
+    settings, result = trained
+    runs_of(settings)  # points MLflow at this test's store
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["dataset.content_hash"] == "h1" == result.content_hash
+    assert run.data.params["train.seed"] == "0"
+    assert run.data.params["vocab.pruned"] == "True"
+    assert run.data.tags["dataset_hash"] == "h1"
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(result.run_id, "val_macro_f1")
+    assert [m.step for m in history] == list(range(1, 9))
+    assert result.metrics["val_macro_f1"] == history[-1].value
+    # The tiny classes differ by their words: eight epochs learn them (chance is 1/3; seeds
+    # 0 to 2 all reach 1.0 here).
+    assert result.metrics["val_accuracy"] > 0.8
+    val_loss = [m.value for m in client.get_metric_history(result.run_id, "val_loss")]
+    assert val_loss[-1] < 0.7 * val_loss[0]
+    assert result.metrics["train_steps"] == 8 * np.ceil(54 / 8)
+    artifacts = [a.path for a in client.list_artifacts(result.run_id, "data")]
+    assert artifacts == ["data/train_ids.parquet"]
+
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    texts = ["客服态度很差!", "请问什么时候发货", "很好很满意"]
+    out = model.predict(pd.DataFrame({"text": texts}))
+    assert list(out.columns) == ["label", "score", "p_negative", "p_neutral", "p_positive"]
+    proba = out[["p_negative", "p_neutral", "p_positive"]].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+
+    pointer = json.loads(train_pointer(settings).read_text(encoding="utf-8"))
+    assert pointer["run_id"] == result.run_id and pointer["model_uri"] == result.model_uri
+    assert pointer["data_interval"] == "bootstrap only, until 2026-11-08T00:00:00+00:00"
+
+
+def test_same_seed_gives_the_same_validation_metrics(
+    trained: tuple[Settings, TrainResult], base_dir: Path
+) -> None:
+    settings, first = trained
+    again = train(settings, tiny_params(base_dir))
+    assert again.run_id != first.run_id
+    for name in ("val_accuracy", "val_macro_f1", "val_loss", "train_loss"):
+        assert again.metrics[name] == first.metrics[name], name
+
+
+def test_capped_rows_frozen_embeddings_and_fewer_layers(tmp_path: Path, base_dir: Path) -> None:
+    import mlflow
+
+    settings = make_settings(tmp_path)
+    write_prepared(settings, labelled_rows())
+    params = tiny_params(
+        base_dir, max_train_rows=12, freeze_embeddings=True, num_layers=1, epochs=0.5
+    )
+    result = train(settings, params)
+    logged = mlflow.get_run(result.run_id).data.params
+    assert logged["rows.train_rows"] == "12"
+    assert logged["model.num_layers"] == "1"
+    assert int(logged["model.frozen_parameters"]) > 0
+    assert int(logged["model.trainable_parameters"]) < int(logged["model.parameters"])
+    assert result.metrics["train_steps"] == 1  # half an epoch of 12 rows in batches of 8
+
+
+def test_empty_training_set_is_rejected_before_any_run(tmp_path: Path, base_dir: Path) -> None:
+    settings = make_settings(tmp_path)
+    write_prepared(settings, labelled_rows().iloc[:0])
+    with pytest.raises(ValueError, match="empty"):
+        train(settings, tiny_params(base_dir))
+    assert runs_of(settings).empty
+    assert not train_pointer(settings).exists()
+
+
+def test_single_class_is_rejected(tmp_path: Path, base_dir: Path) -> None:
+    settings = make_settings(tmp_path)
+    frame = labelled_rows()
+    write_prepared(settings, frame[frame["label"] == "negative"])
+    with pytest.raises(ValueError, match="single class"):
+        train(settings, tiny_params(base_dir))
+    assert runs_of(settings).empty
+
+
+def test_unknown_label_is_rejected(tmp_path: Path, base_dir: Path) -> None:
+    settings = make_settings(tmp_path)
+    write_prepared(settings, labelled_rows().replace({"label": {"neutral": "angry"}}))
+    with pytest.raises(ValueError, match="angry"):
+        train(settings, tiny_params(base_dir))
+
+
+def test_missing_prepared_data_names_the_file(tmp_path: Path, base_dir: Path) -> None:
+    settings = make_settings(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"train\.parquet"):
+        train(settings, tiny_params(base_dir))
+
+
+def test_missing_base_model(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    write_prepared(settings, labelled_rows())
+    with pytest.raises(FileNotFoundError, match="base model not found"):
+        train(settings, tiny_params(tmp_path / "no-such-model"))
+    assert runs_of(settings).empty
+
+
+def test_corrupted_checkpoint(tmp_path: Path, base_dir: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(base_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    settings = make_settings(tmp_path)
+    write_prepared(settings, labelled_rows())
+    with pytest.raises(TrainError, match="cannot load the model checkpoint"):
+        train(settings, tiny_params(broken))
+    assert runs_of(settings).empty
+
+
+def test_unreachable_tracking_store(
+    tmp_path: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.tracking import TrackingError
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    settings = Settings(
+        var_dir=tmp_path / "var",
+        data_dir=tmp_path / "data",
+        mlflow_tracking_uri="http://127.0.0.1:9",
+    )
+    write_prepared(settings, labelled_rows())
+    with pytest.raises(TrackingError, match=r"127\.0\.0\.1:9"):
+        train(settings, tiny_params(base_dir))
+    assert not train_pointer(settings).exists()
+
+
+def test_failure_inside_the_run_marks_it_failed_and_writes_no_pointer(
+    tmp_path: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.modeling
+
+    def broken_log(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pipelines.modeling, "log_classifier", broken_log)
+    settings = make_settings(tmp_path)
+    write_prepared(settings, labelled_rows())
+    train_pointer(settings).parent.mkdir(parents=True)
+    train_pointer(settings).write_text("{}")  # a stale pointer from an earlier run
+    with pytest.raises(OSError, match="disk full"):
+        train(settings, tiny_params(base_dir, epochs=0.2))
+    runs = runs_of(settings)
+    assert runs["status"].tolist() == ["FAILED"]
+    assert not train_pointer(settings).exists()
+
+
+def test_warm_start_from_the_champion_with_replay(
+    trained: tuple[Settings, TrainResult], base_dir: Path
+) -> None:
+    import mlflow
+
+    settings, first = trained
+    runs_of(settings)
+    client = mlflow.MlflowClient()
+    name = settings.registered_model_name
+    client.create_registered_model(name)
+    version = client.create_model_version(name, first.model_uri, run_id=first.run_id)
+    client.set_registered_model_alias(name, "champion", version.version)
+
+    frame = pd.concat([labelled_rows(), labelled_rows("n", ["，好吗", "。"])], ignore_index=True)
+    write_prepared(settings, frame, content_hash="h2")
+    result = train(settings, tiny_params(base_dir, warm_start=True, replay_fraction=0.5, epochs=1))
+    logged = mlflow.get_run(result.run_id).data.params
+    assert logged["warm_start.champion_version"] == str(version.version)
+    assert logged["base_model.source"] == "champion"
+    new_train = int((np.arange(len(frame)) % 5 >= 2)[len(labelled_rows()) :].sum())
+    assert logged["rows.new_rows"] == str(new_train)
+    assert logged["rows.seen_rows"] == "54"
+    assert logged["rows.replay_rows"] == "27"
+    assert logged["rows.train_rows"] == str(new_train + 27)
+    assert result.content_hash == "h2"
+
+
+def test_length_buckets_cover_every_row_once_with_similar_lengths() -> None:
+    lengths = list(np.random.default_rng(1).integers(3, 200, size=103))
+    batches = length_buckets(lengths, 8, np.random.default_rng(0), pool=4)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(103))
+    assert all(len(b) <= 8 for b in batches)
+    spread = np.mean([np.ptp(np.take(lengths, b)) for b in batches])
+    random_spread = np.mean(
+        [np.ptp(np.take(lengths, b)) for b in np.array_split(np.arange(103), 13)]
+    )
+    assert spread < random_spread / 2
+    again = length_buckets(lengths, 8, np.random.default_rng(0), pool=4)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_stratified_sample_keeps_label_shares() -> None:
+    frame = pd.DataFrame({"id": range(100), "label": ["a"] * 70 + ["b"] * 20 + ["c"] * 10})
+    sample = stratified_sample(frame, 10, seed=0)
+    assert len(sample) == 10
+    assert sample["label"].value_counts().to_dict() == {"a": 7, "b": 2, "c": 1}
+    assert stratified_sample(frame, 500, seed=0) is frame
+
+
+def test_replay_mix_takes_new_rows_and_a_share_of_seen_ones() -> None:
+    frame = pd.DataFrame({"id": [f"i{k}" for k in range(10)], "label": ["a", "b"] * 5})
+    mixed, info = replay_mix(frame, {f"i{k}" for k in range(6)}, 0.5, seed=0)
+    assert info == {"new_rows": 4, "replay_rows": 3, "seen_rows": 6}
+    assert {"i6", "i7", "i8", "i9"} <= set(mixed["id"])
+    assert len(mixed) == 7
+
+
+def test_cli_overrides_are_validated() -> None:
+    import argparse
+
+    params = load_params()
+    args = argparse.Namespace(
+        max_train_rows=100, base_model="x", epochs=None, num_layers=None, warm_start=None
+    )
+    changed = apply_overrides(params, args)
+    assert (changed.train.max_train_rows, changed.train.base_model) == (100, "x")
+    assert changed.train.seed == params.train.seed
+    with pytest.raises(ValueError, match="max_train_rows"):
+        apply_overrides(params, argparse.Namespace(**{**vars(args), "max_train_rows": 0}))
+
+
+def test_cli_trains_a_headless_wordpiece_model_and_prints_the_pointer(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """params.yaml values with CLI overrides; the base model has no head (like e5-small)."""
+    import mlflow
+
+    from pipelines.base_model import build_tiny_model
+    from pipelines.cli import main
+
+    frame = labelled_rows()
+    base = build_tiny_model(tmp_path / "wordpiece", frame["text"])
+    write_prepared(settings, frame)
+    args = ["train", "--base-model", str(base), "--max-train-rows", "9", "--epochs", "1"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(train_pointer(settings).read_text(encoding="utf-8"))
+    assert printed["model_uri"].startswith("models:/")
+    logged = mlflow.get_run(printed["run_id"]).data.params
+    assert logged["vocab.pruned"] == "False"  # WordPiece: kept as it is
+    assert logged["rows.train_rows"] == "9"
+    out = mlflow.pyfunc.load_model(printed["model_uri"]).predict(pd.DataFrame({"text": ["在吗"]}))
+    assert out["label"].iloc[0] in LABELS

@@ -1,0 +1,194 @@
+"""The pyfunc format: batched inference, fp16 storage, logging and loading offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.modeling import (
+    TextClassifier,
+    log_classifier,
+    pad_batch,
+    proba_frame,
+    save_classifier,
+    texts_of,
+)
+from pipelines.settings import Settings
+from tests.unit.test_vocab import build_tiny_unigram_model
+
+LABELS = ("negative", "neutral", "positive")
+TEXTS = ["很好", "质量太差了!!! 退货", "OK", "物流慢", "这个酒店很好，服务也不错", "客服"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_unigram_model(tmp_path_factory.mktemp("tiny") / "model", labels=LABELS)
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_dir: Path) -> TextClassifier:
+    return TextClassifier.load(tiny_dir)
+
+
+def test_pad_batch_pads_right_and_masks() -> None:
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=1)
+    assert ids.tolist() == [[5, 6, 7], [8, 1, 1]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_length_sorted_batches_give_the_same_scores_in_input_order(
+    classifier: TextClassifier,
+) -> None:
+    one_by_one = np.vstack([classifier.predict_proba([text]) for text in TEXTS])
+    classifier.batch_size = 4  # batches of mixed lengths, padded
+    try:
+        batched = classifier.predict_proba(TEXTS)
+    finally:
+        classifier.batch_size = 32
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(batched.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_proba_frame_columns_follow_label_order() -> None:
+    proba = np.array([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])
+    frame = proba_frame(proba, LABELS)
+    assert list(frame.columns) == ["label", "score", "p_negative", "p_neutral", "p_positive"]
+    assert frame["label"].tolist() == ["positive", "negative"]
+    assert frame["score"].tolist() == [0.7, 0.5]
+
+
+def test_empty_input_gives_empty_output(classifier: TextClassifier) -> None:
+    out = classifier.predict(pd.DataFrame({"text": pd.Series([], dtype=object)}))
+    assert out.empty and "p_neutral" in out.columns
+
+
+def test_input_without_text_column_or_with_non_strings_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"'text' column.*'message'"):
+        texts_of(pd.DataFrame({"message": ["a"]}))
+    with pytest.raises(ValueError, match=r"rows \[1\]"):
+        texts_of(pd.DataFrame({"text": ["a", None]}))
+
+
+def test_texts_longer_than_max_length_are_truncated(classifier: TextClassifier) -> None:
+    long_text = "很好" * 500  # beyond the tiny model's 64 positions
+    proba = classifier.predict_proba([long_text])
+    assert proba.shape == (1, 3)
+
+
+def test_saved_weights_are_fp16_and_load_as_fp32(
+    classifier: TextClassifier, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors import safe_open
+
+    save_classifier(classifier.model, classifier.tokenizer, tmp_path, max_length=16)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as weights:
+        dtypes = {weights.get_tensor(name).dtype for name in weights.keys()}  # noqa: SIM118
+    assert dtypes == {torch.float16}
+    loaded = TextClassifier.load(tmp_path)
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert loaded.max_length == 16
+    assert loaded.labels == list(LABELS)
+    # The training model stays fp32 and fp16 storage barely moves the scores.
+    assert next(classifier.model.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(
+        loaded.predict_proba(TEXTS[:3]), classifier.predict_proba(TEXTS[:3]), atol=1e-2
+    )
+
+
+def test_load_without_a_model_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        TextClassifier.load(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def logged_model(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A pyfunc logged into a throwaway SQLite MLflow store: (model URI, var dir)."""
+    import mlflow
+
+    from pipelines.tracking import configure_mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    settings = Settings(var_dir=root / "var", data_dir=root / "data")
+    configure_mlflow(settings)
+    with mlflow.start_run():
+        info = log_classifier(tiny_dir, LABELS)
+    return info.model_uri, root / "var"
+
+
+def test_logged_pyfunc_scores_with_the_documented_columns(
+    logged_model: tuple[str, Path], classifier: TextClassifier
+) -> None:
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(logged_model[0])
+    frame = pd.DataFrame({"text": TEXTS})
+    out = model.predict(frame)
+    assert list(out.columns) == ["label", "score", "p_negative", "p_neutral", "p_positive"]
+    proba = out[["p_negative", "p_neutral", "p_positive"]].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(proba, classifier.predict_proba(TEXTS), atol=1e-6)
+    assert out["score"].tolist() == proba.max(axis=1).tolist()
+    assert set(out["label"]) <= set(LABELS)
+    signature = model.metadata.signature
+    assert signature.inputs.input_names() == ["text"]
+
+
+def test_logged_pyfunc_rejects_input_without_text(logged_model: tuple[str, Path]) -> None:
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model(logged_model[0])
+    with pytest.raises(MlflowException, match="text"):
+        model.predict(pd.DataFrame({"message": ["很好"]}))
+
+
+def test_log_classifier_checks_the_labels(tiny_dir: Path, logged_model: tuple[str, Path]) -> None:
+    import mlflow
+
+    with mlflow.start_run(), pytest.raises(ValueError, match="differ"):
+        log_classifier(tiny_dir, ["neg", "pos", "neutral"])
+
+
+def test_logged_model_loads_without_this_repository(
+    logged_model: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A fresh process where ``import pipelines`` fails still loads and scores the model."""
+    model_uri, var_dir = logged_model
+    script = textwrap.dedent(
+        f"""
+        import json, os, sys
+        class NoPipelines:
+            def find_spec(self, name, path=None, target=None):
+                if name == "pipelines" or name.startswith(("pipelines.", "tests")):
+                    raise ImportError("this repository is not available")
+        sys.meta_path.insert(0, NoPipelines())
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({f"sqlite:///{var_dir / 'mlflow.db'}"!r})
+        out = mlflow.pyfunc.load_model({model_uri!r}).predict(pd.DataFrame({{"text": ["很好"]}}))
+        print(json.dumps({{"columns": list(out.columns),
+                          "pipelines": any(m.startswith("pipelines") for m in sys.modules)}}))
+        """
+    )
+    env = {"HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {
+        "columns": ["label", "score", "p_negative", "p_neutral", "p_positive"],
+        "pipelines": False,
+    }
