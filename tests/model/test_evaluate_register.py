@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 
 from pipelines.evaluate import (
-    describe_interval,
     evaluate,
     evaluation_record_path,
     read_test_set,
@@ -276,17 +275,3 @@ def test_bad_test_set_is_named_and_keeps_the_previous_record(env: Env, tmp_path:
 def test_unknown_run_is_named(env: Env) -> None:
     with pytest.raises(ValueError, match="no-such-run"):
         evaluate(env.settings, env.params, run_id="no-such-run")
-
-
-def test_data_interval_from_prepare_manifest() -> None:
-    manifest = {
-        "interval_end": "2026-11-08T00:00:00+00:00",
-        "inputs": {"partitions": [
-            {"key": "interval=2026-11-02T00-00-00_2026-11-03T00-00-00"},
-            {"key": "interval=2026-11-01T00-00-00_2026-11-02T00-00-00"},
-        ]},
-    }  # fmt: skip
-    assert describe_interval(manifest) == "[2026-11-01T00:00:00+00:00, 2026-11-08T00:00:00+00:00)"
-    manifest["inputs"]["partitions"] = []
-    assert describe_interval(manifest).startswith("bootstrap only, until 2026-11-08")
-    assert describe_interval({}) == "unknown"

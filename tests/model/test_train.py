@@ -22,7 +22,7 @@ from pipelines.train import (
     train,
     train_pointer,
 )
-from tests.unit.test_vocab import build_tiny_unigram_model
+from tests.tiny_unigram import build_tiny_unigram_model
 
 LABELS = ("negative", "neutral", "positive")
 STEMS = {

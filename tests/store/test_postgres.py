@@ -45,8 +45,9 @@ def test_migrations_and_ingest_on_postgres(settings, postgres_url):
     assert_migrated(engine)
     add_message(engine, "m1", "快递三天了还没到", datetime(2026, 11, 2, 9))
     add_prediction(engine, "m1", "neutral", datetime(2026, 11, 2, 9))
-    add_feedback(engine, "m1", datetime(2026, 11, 2, 10), label="negative",
-                 source=FeedbackSource.agent)
+    add_feedback(
+        engine, "m1", datetime(2026, 11, 2, 10), label="negative", source=FeedbackSource.agent
+    )
     interval = Interval.parse("2026-11-02", "2026-11-03")
     ingest(engine, interval, settings.partitions_dir)
     raw = pd.read_parquet(partition_dir(settings.partitions_dir, interval) / RAW_FILE)

@@ -37,21 +37,30 @@ def test_feedback_needs_a_label_or_a_rating(store_url):
     with session_scope(engine) as session:
         session.add(Conversation(id="c1", started_at=now))
         session.add(
-            Message(id="m1", conversation_id="c1", turn=0, role=Role.customer, text="hi",
-                    created_at=now)
+            Message(
+                id="m1", conversation_id="c1", turn=0, role=Role.customer, text="hi", created_at=now
+            )
         )
     with pytest.raises(IntegrityError), session_scope(engine) as session:
-        session.add(Feedback(id="f1", message_id="m1", source=FeedbackSource.agent,
-                             created_at=now))
+        session.add(Feedback(id="f1", message_id="m1", source=FeedbackSource.agent, created_at=now))
     with pytest.raises(IntegrityError), session_scope(engine) as session:
-        session.add(Feedback(id="f2", message_id="m1", rating=9, source=FeedbackSource.customer,
-                             created_at=now))
+        session.add(
+            Feedback(
+                id="f2", message_id="m1", rating=9, source=FeedbackSource.customer, created_at=now
+            )
+        )
 
 
 def test_message_needs_its_conversation(store_url):
     engine = make_engine(store_url)
     with pytest.raises(IntegrityError), session_scope(engine) as session:
         session.add(
-            Message(id="m1", conversation_id="missing", turn=0, role=Role.customer, text="hi",
-                    created_at=datetime(2026, 11, 1))
+            Message(
+                id="m1",
+                conversation_id="missing",
+                turn=0,
+                role=Role.customer,
+                text="hi",
+                created_at=datetime(2026, 11, 1),
+            )
         )

@@ -21,7 +21,10 @@ def compose_binary() -> str:
 def run_config(compose_file: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [compose_binary(), "-f", str(compose_file), "config", "-q"],
-        capture_output=True, text=True, check=False, cwd=compose_file.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=compose_file.parent,
     )
 
 

@@ -21,7 +21,7 @@ from pipelines.modeling import (
     texts_of,
 )
 from pipelines.settings import Settings
-from tests.unit.test_vocab import build_tiny_unigram_model
+from tests.tiny_unigram import build_tiny_unigram_model
 
 LABELS = ("negative", "neutral", "positive")
 TEXTS = ["很好", "质量太差了!!! 退货", "OK", "物流慢", "这个酒店很好，服务也不错", "客服"]

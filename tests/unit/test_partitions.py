@@ -5,7 +5,13 @@ from datetime import UTC, datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from pipelines.partitions import Interval, list_partitions, partition_dir, write_parquet
+from pipelines.partitions import (
+    Interval,
+    dataset_interval,
+    list_partitions,
+    partition_dir,
+    write_parquet,
+)
 
 
 def test_daily_key_reads_as_dates_and_round_trips():
@@ -55,3 +61,17 @@ def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):
         write_parquet(pd.DataFrame({"a": [object()]}), target)
     assert pd.read_parquet(target)["a"].tolist() == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_dataset_interval_from_prepare_manifest():
+    manifest = {
+        "interval_end": "2026-11-08T00:00:00+00:00",
+        "inputs": {"partitions": [
+            {"key": "interval=2026-11-02_2026-11-03"},
+            {"key": "interval=2026-11-01T00-00-00_2026-11-02T00-00-00"},
+        ]},
+    }  # fmt: skip
+    assert dataset_interval(manifest) == "[2026-11-01T00:00:00+00:00, 2026-11-08T00:00:00+00:00)"
+    manifest["inputs"]["partitions"] = []
+    assert dataset_interval(manifest) == "bootstrap only, until 2026-11-08T00:00:00+00:00"
+    assert dataset_interval({}) is None

@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.settings import Settings, get_settings
-from tests.unit.test_vocab import build_tiny_unigram_model
+from tests.tiny_unigram import build_tiny_unigram_model
 
 LABELS = ("negative", "neutral", "positive")
 P_COLUMNS = ["p_negative", "p_neutral", "p_positive"]

