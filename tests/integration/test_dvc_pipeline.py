@@ -115,7 +115,7 @@ def test_dvc_repro_trains_evaluates_and_registers_a_challenger(scratch_repo):
     assert registration["registered"] is True
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'var/mlflow.db'}")
     version = client.get_model_version_by_alias("emotion-classifier", "challenger")
-    assert version.version == registration["version"]
+    assert str(version.version) == registration["version"]
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
     assert version.tags["approval"] == "pending"
     assert version.tags["dataset_hash"] == manifest["content_hash"]
