@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import random
+import resource
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -337,13 +338,16 @@ def validate_model(
     return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "loss": float(loss)}
 
 
-def _step(
+def train_step(
     model: Any, input_ids: Any, mask: Any, targets: Any, optimizer: Any, tp: TrainParams
 ) -> float:
     """One optimisation step; returns the batch loss."""
     import torch
 
-    loss = model(input_ids=input_ids, attention_mask=mask, labels=targets).loss
+    # bf16 autocast runs the matrix products in bfloat16 (about 1.25x faster on CPUs with
+    # AVX512-BF16); weights, gradients and the optimiser stay fp32.
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tp.precision == "bf16"):
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=targets).loss
     if not torch.isfinite(loss):
         raise TrainError(f"the training loss became {loss.item()}: lower train.learning_rate")
     loss.backward()
@@ -385,7 +389,7 @@ def fit(
             batches = length_buckets(lengths, tp.batch_size, rng)
         rows = batches.pop(0)
         input_ids, mask = pad_batch([ids[i] for i in rows], pad_id)
-        losses.append(_step(model, input_ids, mask, target_tensor[rows], optimizer, tp))
+        losses.append(train_step(model, input_ids, mask, target_tensor[rows], optimizer, tp))
         scheduler.step()
         history.steps, history.texts = history.steps + 1, history.texts + len(rows)
         history.seconds = time.perf_counter() - started - evaluating
@@ -585,6 +589,8 @@ def train_and_log(
         "train_texts_per_s": history.texts / max(history.seconds, 1e-9),
         "train_steps": float(history.steps),
         "model_size_mb": folder_size(model_dir) / 1e6,
+        # ru_maxrss is KiB on Linux: the process's peak, loading the unpruned base model included
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     mlflow.log_metrics(summary)
     return info.model_uri, dict(history.epochs[-1]) | summary
