@@ -23,7 +23,7 @@ import pandas as pd
 from sqlalchemy import Engine, or_, select
 
 from pipelines.partitions import Interval, partition_dir, write_parquet
-from pipelines.store.db import assert_migrated, make_engine
+from pipelines.store.db import assert_migrated, make_engine, store_errors
 from pipelines.store.models import Feedback, FeedbackSource, Message, Prediction, Role, utc_naive
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,8 @@ def label_messages(
 def ingest(engine: Engine, interval: Interval, partitions_root: Path) -> IngestResult:
     """Write ``raw.parquet`` of ``interval``'s partition, replacing any earlier run's."""
     assert_migrated(engine)
-    messages, feedback, predictions = _read_frames(engine, interval)
+    with store_errors(engine):
+        messages, feedback, predictions = _read_frames(engine, interval)
     rows = label_messages(messages, feedback, predictions)
     target = write_parquet(rows, partition_dir(partitions_root, interval) / RAW_FILE)
     late = int((rows["created_at"] < utc_naive(interval.start)).sum())

@@ -22,8 +22,15 @@ class StoreError(RuntimeError):
     """The chat store is missing, unreachable, locked or not migrated."""
 
 
-def make_engine(database_url: str, *, create_dir: bool = False, **engine_kwargs: Any) -> Engine:
-    """An engine for ``database_url``; SQLite gets foreign keys and a busy timeout."""
+def make_engine(
+    database_url: str,
+    *,
+    create_dir: bool = False,
+    busy_timeout_s: float = 15.0,
+    **engine_kwargs: Any,
+) -> Engine:
+    """An engine for ``database_url``; SQLite gets foreign keys and a busy timeout (how long
+    to wait for a writer's lock before failing)."""
     try:
         url = make_url(database_url)
     except ArgumentError as exc:
@@ -37,7 +44,7 @@ def make_engine(database_url: str, *, create_dir: bool = False, **engine_kwargs:
                 raise StoreError(
                     f"chat store {path} does not exist: run `python -m pipelines db-upgrade` first"
                 )
-        engine = create_engine(url, connect_args={"timeout": 15}, **engine_kwargs)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_s}, **engine_kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -47,6 +54,18 @@ def make_engine(database_url: str, *, create_dir: bool = False, **engine_kwargs:
 
         return engine
     return create_engine(url, pool_pre_ping=True, **engine_kwargs)
+
+
+@contextmanager
+def store_errors(engine: Engine) -> Iterator[None]:
+    """Turn a driver's operational error (locked, unreachable) into a readable StoreError."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        reason = str(exc.orig) if exc.orig is not None else str(exc)
+        raise StoreError(f"cannot read the chat store at {engine.url!r}: {reason}") from exc
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -164,3 +164,18 @@ def test_cli_reports_a_missing_store_without_traceback(settings):
     assert proc.returncode == 2
     assert "db-upgrade" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_locked_store_is_a_clear_error_and_writes_nothing(settings, store_url):
+    import sqlite3
+
+    holder = sqlite3.connect(settings.var_dir / "chats.db")
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than we wait
+    try:
+        engine = make_engine(store_url, busy_timeout_s=0.1)
+        with pytest.raises(StoreError, match="locked"):
+            ingest(engine, DAY, settings.partitions_dir)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert not settings.partitions_dir.exists()
