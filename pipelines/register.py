@@ -46,11 +46,10 @@ class RegisterResult:
         return f"run {self.run_id} {verb} version {self.version}"
 
 
-def git_commit(project_root: Path) -> str:
-    """``git rev-parse HEAD`` of the project, or ``unknown`` outside a repository."""
+def _git(project_root: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", *args],
             cwd=project_root,
             capture_output=True,
             text=True,
@@ -58,9 +57,22 @@ def git_commit(project_root: Path) -> str:
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_commit(project_root: Path) -> str:
+    """``git rev-parse HEAD`` of the project, ``-dirty`` appended when tracked code or
+    parameters differ from it (the model was not made by that commit alone); ``unknown``
+    outside a repository."""
+    commit = _git(project_root, "rev-parse", "HEAD")
+    if not commit:
         return "unknown"
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and commit else "unknown"
+    changed = _git(
+        project_root, "status", "--porcelain", "--untracked-files=no", "--",
+        "pipelines", "params.yaml", "expectations", "dvc.yaml",
+    )  # fmt: skip
+    return f"{commit}-dirty" if changed else commit
 
 
 def _read_record(settings: Settings, run_id: str | None) -> dict[str, Any] | None:

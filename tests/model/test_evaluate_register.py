@@ -139,7 +139,7 @@ def test_good_model_is_blessed_registered_and_traced(env: Env) -> None:
     assert tags["compared_to"] == "none"
     assert tags["dataset_hash"] == CONTENT_HASH
     assert tags["data_interval"] == f"[{INTERVAL['start']}, {INTERVAL['end']})"
-    assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"])
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", tags["git_commit"])
     assert "champion" not in client.get_registered_model("good-model").aliases
 
     again = register(settings, run_id=env.good)
