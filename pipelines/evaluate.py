@@ -34,6 +34,7 @@ from pipelines.gate import GateDecision, decide
 from pipelines.metrics import flatten, proba_matrix, scorecard
 from pipelines.params import Params, load_params
 from pipelines.partitions import dataset_interval, write_json
+from pipelines.prepare import read_split
 from pipelines.report import ModelReport, ReportPaths, write_report
 from pipelines.settings import Settings, get_settings
 
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TEST_COLUMNS = ("id", "text", "label", "source")
 ARTIFACT_DIR = "evaluation"
 CHAMPION_ALIAS = "champion"
 # MLflow keeps tag values up to 8000 characters in its SQL store; stay well below.
@@ -88,12 +88,7 @@ def evaluation_record_path(settings: Settings) -> Path:
 
 def read_test_set(path: Path, labels: Sequence[str]) -> pd.DataFrame:
     """The golden test split, checked: required columns, no empty text, only known labels."""
-    if not path.is_file():
-        raise FileNotFoundError(f"test set not found: {path} (run `python -m pipelines prepare`)")
-    frame = pd.read_parquet(path)
-    missing = [c for c in TEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}; it has {list(frame.columns)}")
+    frame = read_split(path.parent, path.stem)
     if frame.empty:
         raise ValueError(f"{path} holds no rows")
     text = frame["text"]

@@ -330,6 +330,21 @@ def _check_labels(labels: pd.Series, allowed: Sequence[str], where: str) -> None
 # --- inputs --------------------------------------------------------------------------------
 
 
+def read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
+    """One split as this step writes it (``OUTPUT_COLUMNS``); clear errors when absent or
+    malformed. Train and evaluate read the dataset through here."""
+    path = prepared_dir / f"{split}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"prepared split not found: {path} (run `python -m pipelines prepare`)"
+        )
+    frame = pd.read_parquet(path)
+    missing = [column for column in OUTPUT_COLUMNS if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path} lacks columns {missing}; it has {list(frame.columns)}")
+    return frame.reset_index(drop=True)
+
+
 def load_bootstrap(path: Path, labels: Sequence[str]) -> pd.DataFrame:
     """The bootstrap corpus, checked: columns present, golden flags set, labels known."""
     if not path.is_file():

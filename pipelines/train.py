@@ -41,7 +41,6 @@ from pipelines.settings import Settings
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-COLUMNS = ("id", "text", "label", "source")
 TRAIN_IDS_ARTIFACT = "data/train_ids.parquet"
 BUCKET_POOL = 50  # batches per pool sorted by length: similar widths, still shuffled
 
@@ -94,15 +93,10 @@ def train_pointer(settings: Settings) -> Path:
 
 
 def _read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
-    path = prepared_dir / f"{split}.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"prepared split not found: {path} (run `prepare` first)")
-    frame = pd.read_parquet(path)
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}; has {list(frame.columns)}")
-    frame = frame.assign(id=frame["id"].astype(str))
-    return frame.reset_index(drop=True)
+    from pipelines.prepare import read_split
+
+    frame = read_split(prepared_dir, split)
+    return frame.assign(id=frame["id"].astype(str))
 
 
 def load_prepared(prepared_dir: Path, labels: Sequence[str]) -> PreparedData:
