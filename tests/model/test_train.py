@@ -167,6 +167,20 @@ def test_capped_rows_frozen_embeddings_and_fewer_layers(tmp_path: Path, base_dir
     assert result.metrics["train_steps"] == 1  # half an epoch of 12 rows in batches of 8
 
 
+def test_bf16_autocast_trains_as_well_as_fp32(
+    trained: tuple[Settings, TrainResult], base_dir: Path
+) -> None:
+    import mlflow
+
+    settings, fp32 = trained
+    bf16 = train(settings, tiny_params(base_dir, precision="bf16"))
+    assert mlflow.get_run(bf16.run_id).data.params["train.precision"] == "bf16"
+    assert np.isfinite(bf16.metrics["train_loss"])
+    # Same seed and batches, but bf16 products are not bit-equal: the run really used autocast.
+    assert bf16.metrics["train_loss"] != fp32.metrics["train_loss"]
+    assert bf16.metrics["val_accuracy"] >= min(0.8, fp32.metrics["val_accuracy"])
+
+
 def test_empty_training_set_is_rejected_before_any_run(tmp_path: Path, base_dir: Path) -> None:
     settings = make_settings(tmp_path)
     write_prepared(settings, labelled_rows().iloc[:0])
