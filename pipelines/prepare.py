@@ -330,31 +330,27 @@ def _check_labels(labels: pd.Series, allowed: Sequence[str], where: str) -> None
 # --- inputs --------------------------------------------------------------------------------
 
 
+def _read_checked(path: Path, what: str, columns: Sequence[str], step: str) -> pd.DataFrame:
+    """``path`` as a frame holding ``columns``; a clear error naming the step that writes it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path} (run `python -m pipelines {step}`)")
+    frame = pd.read_parquet(path)
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} {path} lacks columns {missing}; it has {list(frame.columns)}")
+    return frame.reset_index(drop=True)
+
+
 def read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
     """One split as this step writes it (``OUTPUT_COLUMNS``); clear errors when absent or
     malformed. Train and evaluate read the dataset through here."""
     path = prepared_dir / f"{split}.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"prepared split not found: {path} (run `python -m pipelines prepare`)"
-        )
-    frame = pd.read_parquet(path)
-    missing = [column for column in OUTPUT_COLUMNS if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}; it has {list(frame.columns)}")
-    return frame.reset_index(drop=True)
+    return _read_checked(path, "prepared split", OUTPUT_COLUMNS, "prepare")
 
 
 def load_bootstrap(path: Path, labels: Sequence[str]) -> pd.DataFrame:
     """The bootstrap corpus, checked: columns present, golden flags set, labels known."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"bootstrap corpus not found: {path} (run `python -m pipelines bootstrap` first)"
-        )
-    frame = pd.read_parquet(path)
-    missing = [column for column in BOOTSTRAP_COLUMNS if column not in frame.columns]
-    if missing:
-        raise ValueError(f"bootstrap corpus {path} lacks columns {missing}")
+    frame = _read_checked(path, "bootstrap corpus", BOOTSTRAP_COLUMNS, "bootstrap")
     for column in ("label", "golden"):
         if frame[column].isna().any():
             raise ValueError(f"bootstrap corpus {path} has empty values in column {column!r}")
