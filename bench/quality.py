@@ -77,7 +77,7 @@ def main() -> None:
 
     import mlflow
 
-    from pipelines.metrics import scorecard
+    from pipelines.evaluation.metrics import scorecard
     from pipelines.params import load_params
     from pipelines.settings import get_settings
     from pipelines.tracking import configure_mlflow

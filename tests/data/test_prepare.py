@@ -11,9 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines.params import Params
-from pipelines.partitions import Interval, partition_dir
-from pipelines.prepare import (
+from pipelines.data.prepare import (
     OUTPUT_COLUMNS,
     build_splits,
     configure_parser,
@@ -21,8 +19,10 @@ from pipelines.prepare import (
     run_cli,
     select_partitions,
 )
+from pipelines.data.text import hash_fraction, is_golden, text_hash
+from pipelines.params import Params
+from pipelines.partitions import Interval, partition_dir
 from pipelines.settings import Settings
-from pipelines.text import hash_fraction, is_golden, text_hash
 
 LABELS = ("negative", "neutral", "positive")
 WORDS = {"negative": "太差了", "neutral": "请问什么时候发货", "positive": "非常满意"}

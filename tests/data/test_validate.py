@@ -13,9 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipelines import validate as step
-from pipelines.settings import PROJECT_ROOT, Settings
-from pipelines.validate import (
+from pipelines.data import validate as step
+from pipelines.data.validate import (
     QUARANTINE_FILE,
     REASON_COLUMN,
     REPORT_FILE,
@@ -29,6 +28,7 @@ from pipelines.validate import (
     quarantine_reasons,
     validate_partition,
 )
+from pipelines.settings import PROJECT_ROOT, Settings
 from tests.data.fixtures.messages import INTERVAL, LABELS, make_messages, write_raw
 
 SUITE = PROJECT_ROOT / "expectations" / "messages.json"

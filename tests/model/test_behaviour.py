@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.behaviour import Check, load_checks, parse_checks, run_behaviour_checks
+from pipelines.evaluation.behaviour import Check, load_checks, parse_checks, run_behaviour_checks
 from pipelines.settings import PROJECT_ROOT
 
 LABELS = ("negative", "neutral", "positive")

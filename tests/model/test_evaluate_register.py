@@ -17,15 +17,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.evaluate import (
+from pipelines.evaluation.evaluate import (
     evaluate,
     evaluation_record_path,
     read_test_set,
 )
 from pipelines.params import GateParams, Params, load_params
 from pipelines.partitions import write_json
-from pipelines.register import register
-from pipelines.register import run_cli as register_cli
+from pipelines.registry.register import register
+from pipelines.registry.register import run_cli as register_cli
 from pipelines.settings import Settings, get_settings
 
 CONTENT_HASH = "c0ffee" * 10

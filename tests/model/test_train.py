@@ -10,9 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.params import Params, TrainParams, load_params
-from pipelines.settings import Settings
-from pipelines.train import (
+from pipelines.model.train import (
     TrainError,
     TrainResult,
     apply_overrides,
@@ -22,6 +20,8 @@ from pipelines.train import (
     train,
     train_pointer,
 )
+from pipelines.params import Params, TrainParams, load_params
+from pipelines.settings import Settings
 from tests.tiny_unigram import build_tiny_unigram_model
 
 LABELS = ("negative", "neutral", "positive")
@@ -255,12 +255,12 @@ def test_unreachable_tracking_store(
 def test_failure_inside_the_run_marks_it_failed_and_writes_no_pointer(
     tmp_path: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipelines.modeling
+    import pipelines.model.modeling
 
     def broken_log(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipelines.modeling, "log_classifier", broken_log)
+    monkeypatch.setattr(pipelines.model.modeling, "log_classifier", broken_log)
     settings = make_settings(tmp_path)
     write_prepared(settings, labelled_rows())
     train_pointer(settings).parent.mkdir(parents=True)
@@ -350,8 +350,8 @@ def test_cli_trains_a_headless_wordpiece_model_and_prints_the_pointer(
     """params.yaml values with CLI overrides; the base model has no head (like e5-small)."""
     import mlflow
 
-    from pipelines.base_model import build_tiny_model
     from pipelines.cli import main
+    from pipelines.model.base_model import build_tiny_model
 
     frame = labelled_rows()
     base = build_tiny_model(tmp_path / "wordpiece", frame["text"])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipelines.ingest import RAW_FILE, ingest
+from pipelines.data.ingest import RAW_FILE, ingest
 from pipelines.partitions import Interval, partition_dir
 from pipelines.store.db import assert_migrated, make_engine, upgrade
 from pipelines.store.models import FeedbackSource

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipelines.gate import decide
+from pipelines.evaluation.gate import decide
 from pipelines.params import GateParams
 
 PARAMS = GateParams(min_macro_f1=0.7, min_negative_recall=0.7, max_regression=0.01)

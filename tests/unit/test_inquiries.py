@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pipelines.inquiries import (
+from pipelines.data.inquiries import (
     PATTERNS,
     SLOTS,
     TOPICS,
@@ -15,7 +15,7 @@ from pipelines.inquiries import (
     generate_inquiries,
     generate_inquiry_records,
 )
-from pipelines.text import normalize
+from pipelines.data.text import normalize
 
 # Topics the brief asks for; the generator may add more.
 REQUIRED_TOPICS = {

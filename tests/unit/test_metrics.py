@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from pipelines.metrics import (
+from pipelines.evaluation.metrics import (
     classification_metrics,
     expected_calibration_error,
     flatten,

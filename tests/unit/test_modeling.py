@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.modeling import (
+from pipelines.model.modeling import (
     TextClassifier,
     log_classifier,
     pad_batch,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.pii import PLACEHOLDERS, PiiMatch, find_pii, redact, redact_with_counts
+from pipelines.data.pii import PLACEHOLDERS, PiiMatch, find_pii, redact, redact_with_counts
 
 # 11010519491231002X, 440524188001010014 and 110101199003074477 have valid checksums;
 # 320311198505152817 does not (its checksum digit would be 6).

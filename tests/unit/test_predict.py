@@ -35,7 +35,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings (via environment, as the CLI reads them) with champion v1 and challenger v2."""
     import mlflow
 
-    from pipelines.modeling import log_classifier
+    from pipelines.model.modeling import log_classifier
     from pipelines.tracking import configure_mlflow
 
     root = tmp_path_factory.mktemp("registry")

@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_git_commit_marks_uncommitted_changes(tmp_path):
     import subprocess
 
-    from pipelines.register import git_commit
+    from pipelines.registry.register import git_commit
 
     assert git_commit(tmp_path) == "unknown"
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]

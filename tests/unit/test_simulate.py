@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from pipelines.cli import main
+from pipelines.data.simulate import TextPools, simulate, simulate_day
+from pipelines.data.text import is_golden
 from pipelines.params import SimulateParams, load_params
-from pipelines.simulate import TextPools, simulate, simulate_day
 from pipelines.store.db import StoreError, make_engine, session_scope
 from pipelines.store.models import Conversation, Feedback, Message, Prediction
-from pipelines.text import is_golden
 
 LABELS = ("negative", "neutral", "positive")
 STRATEGIES = {"answer", "soothe", "apologize", "offer_solution", "escalate", "thank"}

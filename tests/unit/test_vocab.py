@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.vocab import (
+from pipelines.model.vocab import (
     PruneReport,
     is_general_piece,
     pieces_to_keep,

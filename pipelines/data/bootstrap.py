@@ -25,11 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.inquiries import generate_inquiries
+from pipelines.data.inquiries import generate_inquiries
+from pipelines.data.text import is_golden, normalize, text_hash
 from pipelines.params import Params
 from pipelines.partitions import write_json, write_parquet
 from pipelines.settings import Settings
-from pipelines.text import is_golden, normalize, text_hash
 
 log = logging.getLogger(__name__)
 

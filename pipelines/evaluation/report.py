@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.gate import GateDecision
+from pipelines.evaluation.gate import GateDecision
 from pipelines.partitions import atomic_path
 
 if TYPE_CHECKING:

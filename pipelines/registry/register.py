@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.evaluate import evaluation_record_path
+from pipelines.evaluation.evaluate import evaluation_record_path
 from pipelines.settings import Settings, get_settings
 
 if TYPE_CHECKING:

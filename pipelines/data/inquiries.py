@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from pipelines.text import normalize
+from pipelines.data.text import normalize
 
 Filler = Callable[[random.Random], str]
 

@@ -29,13 +29,19 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from pipelines.behaviour import BehaviourReport, Check, PredictFn, load_checks, run_behaviour_checks
-from pipelines.gate import GateDecision, decide
-from pipelines.metrics import flatten, proba_matrix, scorecard
+from pipelines.data.prepare import read_split
+from pipelines.evaluation.behaviour import (
+    BehaviourReport,
+    Check,
+    PredictFn,
+    load_checks,
+    run_behaviour_checks,
+)
+from pipelines.evaluation.gate import GateDecision, decide
+from pipelines.evaluation.metrics import flatten, proba_matrix, scorecard
+from pipelines.evaluation.report import ModelReport, ReportPaths, write_report
 from pipelines.params import Params, load_params
 from pipelines.partitions import dataset_interval, write_json
-from pipelines.prepare import read_split
-from pipelines.report import ModelReport, ReportPaths, write_report
 from pipelines.settings import Settings, get_settings
 
 if TYPE_CHECKING:

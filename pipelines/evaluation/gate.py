@@ -95,9 +95,9 @@ def decide(
 ) -> GateDecision:
     """Bless or reject the challenger.
 
-    Both mappings are flat metrics (``pipelines.metrics.flatten``, plus ``behaviour_passed`` /
-    ``behaviour_pass_rate`` when behavioural checks ran). A metric the gate needs but cannot find
-    is a configuration error (``ValueError``), not a rejection.
+    Both mappings are flat metrics (``pipelines.evaluation.metrics.flatten``, plus
+    ``behaviour_passed`` / ``behaviour_pass_rate`` when behavioural checks ran). A metric the
+    gate needs but cannot find is a configuration error (``ValueError``), not a rejection.
     """
     checks: dict[str, dict[str, Any]] = {
         "floor_macro_f1": _floor(

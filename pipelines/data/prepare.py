@@ -5,7 +5,7 @@ interval ends within ``params.prepare.window_days`` before the interval end (and
 Outputs under ``data/prepared/``: ``train.parquet``, ``validation.parquet``, ``test.parquet``
 (columns ``id, text, label, source``; rows sorted by ``id``) and ``manifest.json``.
 
-Every text is normalised, PII-redacted (``pipelines.pii``), dropped when it holds fewer than
+Every text is normalised, PII-redacted (``pipelines.data.pii``), dropped when it holds fewer than
 ``min_chars`` characters besides placeholders, and cut to ``max_chars`` characters (counted as
 ``truncated``). Rows are deduplicated by the hash of their final text; conflicting labels of one
 text are resolved by precedence (feedback > bootstrap > prediction), then recency within a tier
@@ -32,11 +32,11 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from pipelines.data.pii import PLACEHOLDERS, redact_with_counts
+from pipelines.data.text import hash_fraction, is_golden, normalize, text_hash
 from pipelines.params import Params, load_params
 from pipelines.partitions import Interval, as_utc, atomic_path, list_partitions
-from pipelines.pii import PLACEHOLDERS, redact_with_counts
 from pipelines.settings import Settings, get_settings
-from pipelines.text import hash_fraction, is_golden, normalize, text_hash
 
 log = logging.getLogger(__name__)
 
