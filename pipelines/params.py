@@ -39,6 +39,14 @@ class ValidateParams(_Section):
     suite: str = "messages"
 
 
+class RetrainParams(_Section):
+    """Owned by the retrain DAG's "nothing new" short-circuit (pipelines/flow.py)."""
+
+    # Labelled partition rows in the prepared train/validation splits that the champion was not
+    # trained on; fewer than this and the scheduled retrain skips training.
+    min_new_labelled_rows: int = Field(50, ge=0)
+
+
 class PrepareParams(_Section):
     window_days: int = Field(90, ge=1)
     use_predicted_labels: bool = False
@@ -103,6 +111,7 @@ class Params(BaseModel):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     gate: GateParams = GateParams()
+    retrain: RetrainParams = RetrainParams()
 
     @field_validator("labels")
     @classmethod

@@ -32,6 +32,28 @@ class Settings(BaseSettings):
     mlflow_artifacts_dir: Path = Field(default=Path())
     mlflow_experiment: str = "emotion-classifier"
     registered_model_name: str = "emotion-classifier"
+    mlflow_ui_url: str = Field(
+        default="http://127.0.0.1:5000", description="where people open the MLflow UI (links)"
+    )
+
+    # Airflow: schedules of the DAGs and the API that `make run` talks to.
+    retrain_schedule: str = Field(default="@daily", description="cron or preset of the retrain DAG")
+    promote_schedule: str = Field(
+        default="*/5 * * * *", description="how often the promote DAG looks for an approval"
+    )
+    airflow_url: str = "http://127.0.0.1:8080"
+
+    # Model servers started by promotion (blue/green), one `mlflow models serve` per version.
+    model_server_host: str = "127.0.0.1"
+    model_server_ready_timeout_s: float = Field(default=180.0, gt=0)
+    model_server_drain_s: float = Field(
+        default=5.0, ge=0, description="the old server keeps answering this long after a switch"
+    )
+    model_server_request_timeout_s: float = Field(default=30.0, gt=0)
+    smoke_cases_path: Path = Field(
+        default=PROJECT_ROOT / "expectations" / "smoke.yaml",
+        description="texts whose labels a new server must return before it is switched in",
+    )
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
@@ -58,6 +80,16 @@ class Settings(BaseSettings):
     @property
     def prepared_dir(self) -> Path:
         return self.data_dir / "prepared"
+
+    @property
+    def serving_dir(self) -> Path:
+        """Model-server state: the live routing file, server records, logs, the promotion lock."""
+        return self.var_dir / "serving"
+
+    @property
+    def live_file(self) -> Path:
+        """The live routing file: which server answers for the champion (contract)."""
+        return self.serving_dir / "live.json"
 
 
 @lru_cache(maxsize=1)
