@@ -1,7 +1,9 @@
 """Command line of the pipeline steps.
 
-Every step module exposes ``configure_parser(parser)`` and ``run_cli(args) -> int``; this file
-only wires them. Step modules keep heavy imports inside functions, so building the parser is cheap.
+Every step module exposes ``configure_parser(parser)`` and ``run_cli(args) -> int``; a module
+holding several commands is named ``module:command`` and exposes ``configure_<command>`` and
+``run_<command>``. This file only wires them. Step modules keep heavy imports inside
+functions, so building the parser is cheap.
 """
 
 from __future__ import annotations
@@ -34,6 +36,21 @@ STEPS: dict[str, tuple[str, str]] = {
     ),
     "register": ("pipelines.registry.register", "register a blessed model as the challenger"),
     "predict": ("pipelines.model.predict", "score a CSV of texts with a registered model"),
+    "approve": (
+        "pipelines.registry.approval",
+        "approve a version (what the ML lead does in the UI)",
+    ),
+    "promote": (
+        "pipelines.registry.commands:promote",
+        "promote the approved challenger, blue/green",
+    ),
+    "rollback": ("pipelines.registry.commands:rollback", "serve the previous champion again"),
+    "serving-status": ("pipelines.registry.commands:status", "which version serves, and where"),
+    "serving-ensure": (
+        "pipelines.registry.commands:ensure",
+        "restart the champion's server if it is down",
+    ),
+    "serving-stop": ("pipelines.registry.commands:stop", "stop every model server started here"),
 }
 
 
@@ -52,9 +69,12 @@ def build_parser(step: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in STEPS.items():
         step_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == step:
-            module = importlib.import_module(module_name)
-            module.configure_parser(step_parser)
-            step_parser.set_defaults(_run=module.run_cli)
+            module_path, _, command = module_name.partition(":")
+            module = importlib.import_module(module_path)
+            getattr(module, f"configure_{command}" if command else "configure_parser")(step_parser)
+            step_parser.set_defaults(
+                _run=getattr(module, f"run_{command}" if command else "run_cli")
+            )
     return parser
 
 

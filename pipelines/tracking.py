@@ -13,6 +13,12 @@ from pipelines.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+# Registry contract (README "Model registry"): aliases of the registered model.
+CHALLENGER_ALIAS = "challenger"
+CHAMPION_ALIAS = "champion"
+PREVIOUS_ALIAS = "previous"
 
 
 class TrackingError(RuntimeError):
@@ -57,3 +63,17 @@ def client(settings: Settings) -> MlflowClient:
     return MlflowClient(
         tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
     )
+
+
+def alias_version(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """The version holding ``alias``, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = registered.aliases.get(alias)
+    return client.get_model_version(model_name, str(version)) if version is not None else None

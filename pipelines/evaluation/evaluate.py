@@ -43,6 +43,7 @@ from pipelines.evaluation.report import ModelReport, ReportPaths, write_report
 from pipelines.params import Params, load_params
 from pipelines.partitions import dataset_interval, write_json
 from pipelines.settings import Settings, get_settings
+from pipelines.tracking import CHAMPION_ALIAS, alias_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "evaluation"
-CHAMPION_ALIAS = "champion"
 # MLflow keeps tag values up to 8000 characters in its SQL store; stay well below.
 MAX_TAG_CHARS = 4000
 
@@ -187,16 +187,7 @@ def load_pyfunc(uri: str) -> Any:
 
 def find_champion(client: MlflowClient, model_name: str) -> ModelVersion | None:
     """The version holding the champion alias, or None when the model or alias does not exist."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        registered = client.get_registered_model(model_name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
-    version = registered.aliases.get(CHAMPION_ALIAS)
-    return client.get_model_version(model_name, str(version)) if version is not None else None
+    return alias_version(client, model_name, CHAMPION_ALIAS)
 
 
 # ------------------------------------------------------------------------------ recording

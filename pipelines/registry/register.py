@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.evaluation.evaluate import evaluation_record_path
 from pipelines.settings import Settings, get_settings
+from pipelines.tracking import CHALLENGER_ALIAS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
-
-CHALLENGER_ALIAS = "challenger"
 
 
 @dataclass(frozen=True)
