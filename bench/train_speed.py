@@ -119,7 +119,7 @@ def plain_batches(tokenizer: Any, texts: Sequence[str], steps: int) -> list[list
 def bucketed_batches(tokenizer: Any, texts: Sequence[str], steps: int) -> list[list[list[int]]]:
     """``steps`` batches drawn from a length-bucketed epoch over ``texts`` (as train does)."""
     from pipelines.model.modeling import encode
-    from pipelines.model.train import length_buckets
+    from pipelines.model.train_data import length_buckets
 
     ids = encode(tokenizer, texts, MAX_LENGTH)
     batches = length_buckets([len(s) for s in ids], BATCH, np.random.default_rng(0))
@@ -133,7 +133,8 @@ def time_steps(
     import torch
 
     from pipelines.model.modeling import pad_batch
-    from pipelines.model.train import make_optimizer, train_step
+    from pipelines.model.train import train_step
+    from pipelines.model.train_setup import make_optimizer
     from pipelines.params import TrainParams
 
     params = TrainParams(precision=precision)  # type: ignore[arg-type]
@@ -166,7 +167,7 @@ def run_config(
     layers: int | None = None,
     precision: str = "fp32",
 ) -> Row:
-    from pipelines.model.train import freeze_embeddings, keep_layers
+    from pipelines.model.train_setup import freeze_embeddings, keep_layers
     from pipelines.model.vocab import prune_vocabulary
 
     model, tokenizer = load_base(model_dir)

@@ -8,22 +8,18 @@ Reads ``<partition>/raw.parquet`` and writes beside it, each file atomically:
   when the batch failed;
 - ``validation.json``: each expectation with its result and up to five example rows.
 
-Suites are GE 1.x JSON files in ``expectations/``. Values that follow the configuration are suite
-parameters filled in at run time: ``{"$PARAMETER": "labels"}`` (params.yaml labels),
-``interval_start`` and ``interval_end`` (the partition's interval, naive UTC). Rows flagged by a
-critical map expectation are quarantined even when ``mostly`` lets the batch pass; a failed
-critical expectation fails the batch; ``"severity": "warning"`` or ``"info"`` only reports. A
-suite's ``meta.label_shares_suite`` names a second suite run on the derived class-balance table
-(see ``label_shares``).
+Suites and their run-time parameters are read by ``pipelines.data.suites``; results are put in
+words by ``pipelines.data.validation_report``. Rows flagged by a critical map expectation are
+quarantined even when ``mostly`` lets the batch pass; a failed critical expectation fails the
+batch; ``"severity": "warning"`` or ``"info"`` only reports. The companion suite a suite names in
+``meta.label_shares_suite`` runs on the derived class-balance table (see ``label_shares``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,9 +28,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
+from pipelines.data.suites import (
+    ID_COLUMN,
+    Suite,
+    SuiteError,
+    companion_suite,
+    load_suite,
+    required_columns,
+    suite_parameters,
+    suite_path,
+)
+from pipelines.data.validation_report import (
+    check_report,
+    condition_text,
+    failed_check_lines,
+    plain,
+)
 from pipelines.partitions import Interval, partition_dir, write_json, write_parquet
 
 if TYPE_CHECKING:
@@ -47,7 +58,6 @@ VALIDATED_FILE = "validated.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 REPORT_FILE = "validation.json"
 REASON_COLUMN = "quarantine_reason"
-ID_COLUMN = "message_id"
 MESSAGES_TABLE = "messages"
 SHARES_TABLE = "label_shares"
 MAX_EXAMPLES = 5
@@ -56,10 +66,6 @@ _SHARES_INDEX = ["label", "rows", "labelled_rows"]
 
 class PartitionError(ValueError):
     """raw.parquet exists but cannot be read."""
-
-
-class SuiteError(ValueError):
-    """An expectation suite file is malformed."""
 
 
 @dataclass(frozen=True)
@@ -93,14 +99,6 @@ class ValidationFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Suite:
-    name: str
-    expectations: list[dict[str, Any]]
-    meta: dict[str, Any]
-    path: Path
-
-
-@dataclass(frozen=True)
 class Check:
     """One expectation's result, in plain Python."""
 
@@ -124,7 +122,7 @@ class Check:
         target = self.kwargs.get("column") or ",".join(self.kwargs.get("column_list") or [])
         name = f"{self.type}({target})" if target else self.type
         if self.kwargs.get("row_condition"):
-            name += f" where {_condition_text(self.kwargs['row_condition'])}"
+            name += f" where {condition_text(self.kwargs['row_condition'])}"
         return name if self.table == MESSAGES_TABLE else f"{name} on {self.table}"
 
     @property
@@ -143,82 +141,7 @@ class _Verdict:
     notes: list[str] = field(default_factory=list)
 
 
-# --- suites --------------------------------------------------------------------------------------
-
-
-def load_suite(path: Path) -> Suite:
-    """Read a GE 1.x suite file: ``{"name", "expectations": [{"type", "kwargs", "meta"}]}``."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"expectation suite not found: {path}") from exc
-    except json.JSONDecodeError as exc:
-        raise SuiteError(f"expectation suite {path} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-        raise SuiteError(f"expectation suite {path} must be a mapping with a string 'name'")
-    expectations = raw.get("expectations")
-    if not isinstance(expectations, list):
-        raise SuiteError(f"expectation suite {path} must hold an 'expectations' list")
-    for number, item in enumerate(expectations, start=1):
-        if not (
-            isinstance(item, dict)
-            and isinstance(item.get("type"), str)
-            and isinstance(item.get("kwargs", {}), dict)
-        ):
-            raise SuiteError(f"{path}: expectation #{number} needs a 'type' and a 'kwargs' mapping")
-    meta = raw.get("meta") or {}
-    return Suite(raw["name"], expectations, meta if isinstance(meta, dict) else {}, path)
-
-
-def companion_suite(suite: Suite) -> Suite | None:
-    """The class-balance suite a suite names in ``meta.label_shares_suite``, if any."""
-    name = suite.meta.get("label_shares_suite")
-    if not name:
-        return None
-    return load_suite(suite.path.parent / str(name))
-
-
-def suite_path(expectations_dir: Path, name: str) -> Path:
-    """``expectations/<name>.json``, or ``name`` itself when it is a path to a JSON file."""
-    if name.endswith(".json") or "/" in name:
-        return Path(name)
-    return expectations_dir / f"{name}.json"
-
-
-def required_columns(suite: Suite) -> list[str]:
-    """Every column the suite names (checks, column sets, row conditions), plus the row id."""
-    found = {ID_COLUMN}
-    for item in suite.expectations:
-        kwargs = item.get("kwargs", {})
-        for key in ("column", "column_A", "column_B"):
-            if isinstance(kwargs.get(key), str):
-                found.add(kwargs[key])
-        for key in ("column_list", "column_set"):
-            found.update(c for c in kwargs.get(key) or [] if isinstance(c, str))
-        found.update(_condition_columns(kwargs.get("row_condition")))
-    return sorted(found)
-
-
-def _condition_columns(condition: Any) -> set[str]:
-    """Columns a serialised row condition reads (conditions nest with "and"/"or")."""
-    if not isinstance(condition, dict):
-        return set()
-    found = (
-        {str(condition["column"]["name"])} if isinstance(condition.get("column"), dict) else set()
-    )
-    for part in condition.get("conditions") or []:
-        found |= _condition_columns(part)
-    return found
-
-
-def suite_parameters(labels: Sequence[str], interval: Interval) -> dict[str, Any]:
-    """Values suites refer to as ``{"$PARAMETER": name}``."""
-    # created_at is naive UTC by contract, so the bounds are too.
-    return {
-        "labels": list(labels),
-        "interval_start": pd.Timestamp(interval.start.astimezone(UTC).replace(tzinfo=None)),
-        "interval_end": pd.Timestamp(interval.end.astimezone(UTC).replace(tzinfo=None)),
-    }
+# --- the class-balance table ---------------------------------------------------------------------
 
 
 def label_shares(frame: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
@@ -334,7 +257,7 @@ def _to_check(table: str, result: Any, index_columns: Sequence[str]) -> Check:
         unexpected_count=details.get("unexpected_count"),
         unexpected_percent=details.get("unexpected_percent"),
         flagged=flagged,
-        examples=tuple(_plain(item) for item in examples),
+        examples=tuple(plain(item) for item in examples),
         error=_exception_message(result.exception_info),
     )
 
@@ -410,77 +333,6 @@ def _assert_complete(raw: pd.DataFrame, validated: pd.DataFrame, quarantined: pd
 # --- reporting -----------------------------------------------------------------------------------
 
 
-def _plain(value: Any, limit: int = 120) -> Any:
-    """JSON-safe, short value: NaN to None, long strings cut, timestamps as ISO."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v, limit) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_plain(v, limit) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, str):
-        return value if len(value) <= limit else f"{value[: limit // 2]}… ({len(value)} chars)"
-    if isinstance(value, datetime | np.datetime64):
-        return pd.Timestamp(value).isoformat()
-    if hasattr(value, "item") and not isinstance(value, int | bool):
-        return _plain(value.item(), limit)  # numpy scalars
-    if value is None or isinstance(value, int | float | bool):
-        return value
-    if _key(value) is None:
-        return None
-    return str(value)
-
-
-def _condition_text(condition: Any) -> str:
-    if not isinstance(condition, dict):
-        return str(condition)
-    if condition.get("type") in ("and", "or"):
-        joiner = f" {condition['type']} "
-        return joiner.join(_condition_text(part) for part in condition.get("conditions") or [])
-    column = (condition.get("column") or {}).get("name", "?")
-    if condition.get("type") == "nullity":
-        return f"{column} is {'null' if condition.get('is_null') else 'not null'}"
-    return f"{column} {condition.get('operator')} {condition.get('parameter')!r}"
-
-
-def _expected_text(check: Check) -> str:
-    parts = []
-    for key, value in check.kwargs.items():
-        if key in ("column", "column_list"):
-            continue
-        if key != "row_condition":  # already in the name
-            parts.append(f"{key}={_plain(value, 40)!r}")
-    return ", ".join(parts)
-
-
-def _observed_text(check: Check) -> str:
-    if check.error:
-        return f"error: {check.error}"
-    if check.unexpected_count is not None:
-        checked = (check.element_count or 0) - (check.missing_count or 0)
-        percent = check.unexpected_percent or 0.0
-        return f"{check.unexpected_count} of {checked} checked values unexpected ({percent:.2f}%)"
-    return f"observed {_plain(check.observed, 60)!r}"
-
-
-def _check_report(check: Check) -> dict[str, Any]:
-    return {
-        "table": check.table,
-        "expectation": check.name,
-        "type": check.type,
-        "kwargs": _plain(check.kwargs),
-        "why": check.why,
-        "severity": check.severity,
-        "success": check.success,
-        "observed": _observed_text(check),
-        "observed_value": _plain(check.observed),
-        "unexpected_count": check.unexpected_count,
-        "unexpected_percent": _plain(check.unexpected_percent),
-        "examples": list(check.examples),
-        "error": check.error,
-    }
-
-
 def failure_message(outcome: ValidationOutcome, verdict: _Verdict) -> str:
     """The readable report ``ValidationFailed`` carries."""
     lines = [
@@ -493,15 +345,7 @@ def failure_message(outcome: ValidationOutcome, verdict: _Verdict) -> str:
     for check in verdict.checks:
         if not check.fails_batch:
             continue
-        expected = _expected_text(check)
-        lines.append(
-            f"- {check.name}: {_observed_text(check)}"
-            + (f"; expected {expected}" if expected else "")
-        )
-        if check.why:
-            lines.append(f"  why: {check.why}")
-        for example in check.examples:
-            lines.append("  e.g. " + ", ".join(f"{k}={v!r}" for k, v in example.items()))
+        lines += failed_check_lines(check)
     return "\n".join(lines)
 
 
@@ -629,7 +473,7 @@ def validate_partition(
         "validated_file": VALIDATED_FILE if success else None,
         "quarantine_file": QUARANTINE_FILE,
         "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "expectations": [_check_report(check) for check in verdict.checks],
+        "expectations": [check_report(check) for check in verdict.checks],
     }
     _write(partition_dir, validated, quarantined, report)
     outcome = ValidationOutcome(

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from pipelines.data import validate as step
+from pipelines.data.suites import load_suite
 from pipelines.data.validate import (
     QUARANTINE_FILE,
     REASON_COLUMN,
@@ -24,7 +25,6 @@ from pipelines.data.validate import (
     ValidationFailed,
     ValidationOutcome,
     label_shares,
-    load_suite,
     quarantine_reasons,
     validate_partition,
 )

