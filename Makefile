@@ -1,13 +1,28 @@
-.PHONY: setup run quick test lint format lock bench mlflow-ui
+.PHONY: setup run quick start stop status mlflow-ui airflow-env test lint format lock bench
 
 setup:  ## virtualenv from the lock file + converted base model
 	scripts/setup.sh
 
-run:  ## the main job on the embedded default (idempotent)
+PLATFORM = HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1 \
+	.venv/bin/python -m scripts.platform
+
+run:  ## the main job through Airflow: retrain, approve (demo), promote, serve (idempotent)
 	scripts/run.sh
 
-quick:  ## the main job with training on a 2,000-row sample (about five minutes)
+quick:  ## the same with training on a 2,000-row sample (QUICK_ROWS to change it)
 	scripts/run.sh --quick
+
+start:  ## start (or reuse) the platform only: Airflow + the MLflow UI on 127.0.0.1
+	$(PLATFORM) start
+
+stop:  ## stop every process the platform started (Airflow, MLflow UI, model servers)
+	@if [ -x .venv/bin/python ]; then $(PLATFORM) stop; else echo "no .venv: nothing started"; fi
+
+status:  ## what runs (name, pid, port, health) and which model version is live
+	$(PLATFORM) status
+
+airflow-env:  ## exports for the airflow CLI on this platform: eval "$$(make -s airflow-env)"
+	@$(PLATFORM) env
 
 test:  ## lint, type check and the whole test suite (what CI runs)
 	scripts/test.sh
@@ -22,9 +37,8 @@ lock:  ## re-resolve requirements.lock after editing pyproject.toml
 	.venv/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 		--find-links /opt/wheels -o requirements.lock
 
-mlflow-ui:  ## the MLflow UI of the embedded default on http://127.0.0.1:5000
-	MLFLOW_DISABLE_TELEMETRY=true .venv/bin/mlflow ui --backend-store-uri sqlite:///var/mlflow.db \
-		--host 127.0.0.1 --port 5000
+mlflow-ui:  ## start (or reuse) the MLflow UI on http://127.0.0.1:5000 (stopped by make stop)
+	$(PLATFORM) mlflow-ui
 
 bench:  ## benchmarks (print figures): training speed choices, then quality vs the baseline
 	.venv/bin/python bench/train_speed.py

@@ -1,31 +1,23 @@
 #!/usr/bin/env bash
-# The main job on the embedded default (SQLite, local files, local processes):
-# set-up, chat store, simulated traffic, then the DVC pipeline (bootstrap, ingest, validate, prepare,
-# train, evaluate, register). Idempotent: DVC skips every stage whose inputs did not change.
+# The main job on the embedded default, through Airflow: set-up, chat store, simulated traffic,
+# the bootstrap corpus, then the platform (Airflow api-server, scheduler, dag-processor,
+# triggerer; the MLflow UI), all on 127.0.0.1 and kept running; then the retrain DAG by REST,
+# the demo ML lead's approval, the promote DAG, and the served model's answer to one example.
 #
-#   scripts/run.sh            the full job (train on all prepared rows)
-#   scripts/run.sh --quick    the data stages under DVC, then train on a 2,000-row sample
-#                             outside DVC: a first registered challenger in about five minutes
+#   scripts/run.sh            the full retrain (train on all prepared rows)
+#   scripts/run.sh --quick    train on a stratified sample of ${QUICK_ROWS:-2000} rows
+#
+# Idempotent: a second run reuses the running processes (started 0) and what DVC/MLflow hold.
+# Stop everything with `make stop`; see it with `make status`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0
-if [[ "${1:-}" == "--quick" ]]; then quick=1; shift; fi
+job_args=()
+if [[ "${1:-}" == "--quick" ]]; then job_args=(--max-train-rows "${QUICK_ROWS:-2000}"); shift; fi
 
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true DVC_NO_ANALYTICS=1
 python -m pipelines db-upgrade
 python -m pipelines simulate
-if (( quick )); then
-  dvc repro prepare
-  python -m pipelines train --max-train-rows "${QUICK_ROWS:-2000}"
-  python -m pipelines evaluate
-  python -m pipelines register
-else
-  dvc repro "$@"
-fi
-cat <<'TXT'
-
-Done. Look at the runs and the registered model in the MLflow UI:
-  make mlflow-ui      then open http://127.0.0.1:5000
-  (experiment "emotion-classifier"; Models > emotion-classifier, alias "challenger")
-TXT
+# prepare (a DAG task) reads data/bootstrap/corpus.parquet; DVC skips this when it is up to date
+dvc repro bootstrap
+exec python -m scripts.platform run "${job_args[@]}" "$@"
