@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.evaluation.evaluate import evaluation_record_path
+from pipelines.evaluation.evaluate import ARTIFACT_DIR, evaluation_record_path
 from pipelines.settings import Settings, get_settings
 from pipelines.tracking import CHALLENGER_ALIAS
 
@@ -146,8 +146,64 @@ def _lineage_tags(
     }
 
 
+EVIDENCE_METRICS = (
+    "accuracy", "macro_f1", "real_accuracy", "real_macro_f1",
+    "negative_recall", "neutral_recall", "positive_recall", "ece",
+)  # fmt: skip
+
+
+def evidence_links(settings: Settings, run: Run) -> dict[str, str]:
+    """Links from the version page to the evaluation the ML lead approves on."""
+    base = settings.mlflow_ui_url.rstrip("/")
+    run_page = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    artifacts = f"{run_page}/artifacts/{ARTIFACT_DIR}"
+    return {
+        "report": f"{artifacts}/report.html",
+        "confusion matrix": f"{artifacts}/confusion_matrix.png",
+        "all evaluation files": artifacts,
+    }
+
+
+def evidence_description(settings: Settings, run: Run, tags: dict[str, str]) -> str:
+    """The version's description (Markdown in the UI): the numbers and where the rest is."""
+    metrics = run.data.metrics
+    champion = tags.get("compared_to", "none")
+    rows = [
+        f"| {key} | {metrics[f'test_{key}']:.4f} | "
+        + (
+            f"{metrics[f'champion_test_{key}']:.4f} |"
+            if f"champion_test_{key}" in metrics
+            else "- |"
+        )
+        for key in EVIDENCE_METRICS
+        if f"test_{key}" in metrics
+    ]
+    links = " · ".join(f"[{k}]({v})" for k, v in evidence_links(settings, run).items())
+    return "\n".join(
+        [
+            f"Challenger from run `{run.info.run_id}`, gate **{tags.get('gate')}**, evaluated "
+            f"on the golden test set against champion **{champion}**.",
+            "",
+            f"| metric (golden test set) | challenger | champion v{champion} |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"Evidence: {links} (the report shows challenger and champion side by side, with the "
+            "behavioural checks).",
+            "",
+            "To approve: on this page set the tags `approval` = `approved` and `approved_by` = "
+            "your name. Promotion checks that this version is still the challenger and that the "
+            f"champion is still v{champion}; otherwise it refuses and says why in `approval`.",
+        ]
+    )
+
+
 def _create_version(
-    client: MlflowClient, name: str, model_uri: str, tags: dict[str, str]
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    tags: dict[str, str],
+    description: str | None = None,
 ) -> ModelVersion:
     """Create the version with its tags, then alias it; undo the version if anything fails."""
     import mlflow
@@ -158,6 +214,8 @@ def _create_version(
     except MlflowException as exc:
         raise RuntimeError(f"cannot register {model_uri} as {name!r}: {exc}") from exc
     try:
+        if description:
+            client.update_model_version(name, str(version.version), description=description)
         missing = {k for k, v in tags.items() if version.tags.get(k) != v}
         for key in sorted(missing):  # a store that dropped tags at creation gets them again
             client.set_model_version_tag(name, str(version.version), key, tags[key])
@@ -211,7 +269,9 @@ def register(settings: Settings, *, run_id: str | None = None) -> RegisterResult
             registered=True, run_id=run_id, version=str(existing.version), tags=existing.tags
         )
     tags = _lineage_tags(settings, run, record, run_id)
-    version = _create_version(client, name, f"runs:/{run_id}/model", tags)
+    tags["evaluation_report"] = evidence_links(settings, run)["report"]
+    description = evidence_description(settings, run, tags)
+    version = _create_version(client, name, f"runs:/{run_id}/model", tags, description)
     log.info("registered run %s as %s version %s (alias challenger)", run_id, name, version.version)
     return RegisterResult(
         registered=True, run_id=run_id, version=str(version.version), created=True, tags=tags

@@ -199,6 +199,24 @@ def test_challenger_is_scored_against_the_champion(env: Env) -> None:
     aliases = client.get_registered_model("champion-model").aliases
     assert aliases == {"champion": int(first.version or 0), "challenger": int(second.version or 0)}
 
+    # The version page carries the evidence the ML lead approves on: numbers side by side and
+    # links into the run's evaluation artifacts in the MLflow UI.
+    page_version = client.get_model_version("champion-model", str(second.version))
+    experiment = run.info.experiment_id
+    report_url = (
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{env.good_again}"
+        "/artifacts/evaluation/report.html"
+    )
+    assert page_version.tags["evaluation_report"] == report_url
+    description = page_version.description
+    assert f"({report_url})" in description
+    assert report_url.replace("report.html", "confusion_matrix.png") in description
+    challenger_f1 = run.data.metrics["test_macro_f1"]
+    champion_f1 = run.data.metrics["champion_test_macro_f1"]
+    assert f"| macro_f1 | {challenger_f1:.4f} | {champion_f1:.4f} |" in description
+    assert f"champion v{first.version}" in description
+    assert "`approval` = `approved`" in description and "`approved_by`" in description
+
     # Evaluated again where no champion exists: no stale champion picture survives.
     alone = evaluate(env.named("no-champion-model"), env.params, run_id=env.good_again)
     assert alone.report.confusion_matrix_champion is None
