@@ -12,20 +12,17 @@ which triggers the promote DAG.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import (
-    Asset,
     CronDataIntervalTimetable,
     Param,
     dag,
     get_current_context,
     task,
 )
-from airflow.sdk.exceptions import AirflowFailException
+from emoreg_dag_support import challenger_asset, note_run, permanent_failures_fail_fast
 
 from pipelines.settings import get_settings
 
@@ -33,10 +30,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = get_settings()
 MODEL = SETTINGS.registered_model_name
-# Published by `register` with the new version; the promote DAG is scheduled on it.
-CHALLENGER = Asset(
-    name=f"{MODEL}-challenger", uri=f"emoreg://models/{MODEL}/challenger", group="models"
-)
+CHALLENGER = challenger_asset()
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "ml-platform",
@@ -45,20 +39,6 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
 }
-
-
-@contextmanager
-def _permanent_failures_fail_fast() -> Iterator[None]:
-    """A permanent flow error fails the task at once (no retry), its reason logged and kept as
-    the XCom ``failure_reason``; transient ones propagate to the retries."""
-    from pipelines.flow import PermanentError
-
-    try:
-        yield
-    except PermanentError as exc:
-        log.error("%s: %s", type(exc).__name__, exc.reason)
-        get_current_context()["ti"].xcom_push(key="failure_reason", value=exc.reason)
-        raise AirflowFailException(exc.reason) from exc
 
 
 @dag(
@@ -96,7 +76,7 @@ def retrain_emotion_classifier() -> None:
         from pipelines import flow
 
         context = get_current_context()
-        with _permanent_failures_fail_fast():
+        with permanent_failures_fail_fast():
             return flow.ingest(
                 context["params"],
                 context.get("data_interval_start"),
@@ -107,24 +87,25 @@ def retrain_emotion_classifier() -> None:
     def validate(ingested: dict[str, Any]) -> dict[str, Any]:
         from pipelines import flow
 
-        with _permanent_failures_fail_fast():
+        with permanent_failures_fail_fast():
             return flow.validate(ingested["interval"]).to_dict()
 
     @task(multiple_outputs=False)
     def prepare(validated: dict[str, Any]) -> dict[str, Any]:
         from pipelines import flow
 
-        with _permanent_failures_fail_fast():
+        with permanent_failures_fail_fast():
             return flow.prepare(validated["interval"]).to_dict()
 
     @task.short_circuit
     def check_new_data(prepared: dict[str, Any]) -> bool:
         from pipelines import flow
 
-        with _permanent_failures_fail_fast():
+        with permanent_failures_fail_fast():
             check = flow.check_new_data(prepared)
         if not check.proceed:
             log.warning("skipping train, evaluate and register: %s", check.reason)
+            note_run(f"training skipped: {check.reason}")
         return check.proceed
 
     @task(multiple_outputs=False)
@@ -132,24 +113,27 @@ def retrain_emotion_classifier() -> None:
         from pipelines import flow
 
         rows = get_current_context()["params"].get("max_train_rows")
-        with _permanent_failures_fail_fast():
+        with permanent_failures_fail_fast():
             return flow.train(prepared, max_train_rows=rows).to_dict()
 
     @task(multiple_outputs=False)
     def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
         from pipelines import flow
 
-        with _permanent_failures_fail_fast():
+        with permanent_failures_fail_fast():
             return flow.evaluate(trained["run_id"]).to_dict()
 
     @task(multiple_outputs=False, outlets=[CHALLENGER])
     def register(evaluated: dict[str, Any]) -> dict[str, Any]:
         from pipelines import flow
 
-        with _permanent_failures_fail_fast():
+        with permanent_failures_fail_fast():
             registered = flow.register(evaluated["run_id"]).to_dict()
         # The asset event carries the version (model_name, version, run_id, created, model_uri).
         get_current_context()["outlet_events"][CHALLENGER].extra = registered
+        page = f"{SETTINGS.mlflow_ui_url}/#/models/{MODEL}/versions/{registered['version']}"
+        done = "registered" if registered["created"] else "already registered as"
+        note_run(f"{done} {MODEL} version {registered['version']}, approval pending: {page}")
         return registered
 
     prepared = prepare(validate(ingest()))

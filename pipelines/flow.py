@@ -438,7 +438,8 @@ class NewDataCheck:
     new_labelled_rows: int | None
     labelled_rows: int
     threshold: int
-    champion_version: str | None
+    baseline_alias: str | None  # "champion", or "challenger" while no champion exists
+    baseline_version: str | None
     content_hash: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -498,11 +499,13 @@ def check_new_data(
 
     Counts the labelled partition rows (source ``feedback``; ``prediction`` too with
     ``prepare.use_predicted_labels``) of the prepared train and validation splits whose id the
-    champion never saw (its logged training ids, plus its validation ids when logged). Fewer than
-    ``retrain.min_new_labelled_rows``: ``proceed`` is False. Without a champion, or when its
-    training ids are unknown, it always proceeds.
+    baseline never saw (its logged training ids, plus its validation ids when logged). The
+    baseline is the champion; while none exists, the challenger waiting for approval (training
+    again on what it saw would only queue a twin behind it). Fewer than
+    ``retrain.min_new_labelled_rows``: ``proceed`` is False. Without either, or when the
+    baseline's training ids are unknown, it always proceeds.
     """
-    from pipelines.evaluation.evaluate import find_champion
+    from pipelines.tracking import CHALLENGER_ALIAS, CHAMPION_ALIAS, alias_version
     from pipelines.tracking import client as tracking_client
 
     settings, params = _context(settings, params)
@@ -511,42 +514,51 @@ def check_new_data(
     labelled = labelled_partition_ids(prepared_dir, params)
     threshold = params.retrain.min_new_labelled_rows
     client = tracking_client(settings)
-    champion = find_champion(client, settings.registered_model_name)
+    name = settings.registered_model_name
+    alias, baseline = CHAMPION_ALIAS, alias_version(client, name, CHAMPION_ALIAS)
+    if baseline is None:
+        alias, baseline = CHALLENGER_ALIAS, alias_version(client, name, CHALLENGER_ALIAS)
 
-    def outcome(proceed: bool, reason: str, new: int | None, version: str | None) -> NewDataCheck:
+    def outcome(proceed: bool, reason: str, new: int | None) -> NewDataCheck:
         log.info("check_new_data: %s", reason)
-        return NewDataCheck(proceed, reason, new, len(labelled), threshold, version, content_hash)
+        version = str(baseline.version) if baseline is not None else None
+        return NewDataCheck(
+            proceed,
+            reason,
+            new,
+            len(labelled),
+            threshold,
+            alias if baseline is not None else None,
+            version,
+            content_hash,
+        )
 
-    if champion is None:
+    if baseline is None:
         return outcome(
             True,
-            f"no champion of {settings.registered_model_name} yet: training one "
+            f"no champion or challenger of {name} yet: training one "
             f"({len(labelled)} labelled partition rows prepared)",
             None,
-            None,
         )
-    version = str(champion.version)
-    seen, with_validation = seen_ids(client, champion.run_id) if champion.run_id else (None, False)
+    version = str(baseline.version)
+    seen, with_validation = seen_ids(client, baseline.run_id) if baseline.run_id else (None, False)
     if seen is None:
         return outcome(
             True,
-            f"champion version {version} logged no training ids ({TRAIN_IDS_ARTIFACT}): cannot "
+            f"{alias} version {version} logged no training ids ({TRAIN_IDS_ARTIFACT}): cannot "
             "tell what is new, training",
             None,
-            version,
         )
     new = len(labelled - seen)
     basis = "" if with_validation else " (its validation ids were not logged: they count as new)"
     counted = (
         f"{new} of {len(labelled)} labelled partition rows in the prepared train/validation "
-        f"splits are new since champion version {version}{basis}; threshold "
+        f"splits are new since {alias} version {version}{basis}; threshold "
         f"retrain.min_new_labelled_rows={threshold}"
     )
     if new >= threshold:
-        return outcome(True, f"{counted}: training", new, version)
-    return outcome(
-        False, f"nothing new enough: {counted}: skipping train, evaluate, register", new, version
-    )
+        return outcome(True, f"{counted}: training", new)
+    return outcome(False, f"nothing new enough: {counted}: skipping train, evaluate, register", new)
 
 
 # --- train ---------------------------------------------------------------------------------

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         default="*/5 * * * *", description="how often the promote DAG looks for an approval"
     )
     airflow_url: str = "http://127.0.0.1:8080"
+    airflow_user: str = Field(
+        default="admin", description="the platform's Airflow account (login, run notes)"
+    )
+    airflow_password_file: Path = Field(
+        default=Path(), description="the simple auth manager's JSON {user: password} file"
+    )
 
     # Model servers started by promotion (blue/green), one `mlflow models serve` per version.
     model_server_host: str = "127.0.0.1"
@@ -67,6 +73,8 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri = f"sqlite:///{self.var_dir / 'mlflow.db'}"
         if self.mlflow_artifacts_dir == Path():
             self.mlflow_artifacts_dir = self.var_dir / "mlartifacts"
+        if self.airflow_password_file == Path():
+            self.airflow_password_file = self.airflow_home / "simple_auth_manager_passwords.json"
         return self
 
     @property
@@ -80,6 +88,11 @@ class Settings(BaseSettings):
     @property
     def prepared_dir(self) -> Path:
         return self.data_dir / "prepared"
+
+    @property
+    def airflow_home(self) -> Path:
+        """AIRFLOW_HOME of the platform that `make run` starts (metadata DB, logs, login)."""
+        return self.var_dir / "airflow"
 
     @property
     def serving_dir(self) -> Path:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -117,3 +119,32 @@ def shuffled(labels: Sequence[str], *, seed: int) -> list[str]:
     out = list(labels)
     random.Random(seed).shuffle(out)
     return out
+
+
+class ConstantModel(mlflow.pyfunc.PythonModel):
+    """Honours the output contract but calls everything neutral: fails the smoke test."""
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        n = len(model_input)
+        return pd.DataFrame(
+            {
+                "label": ["neutral"] * n,
+                "score": np.full(n, 0.8),
+                "p_negative": np.full(n, 0.1),
+                "p_neutral": np.full(n, 0.8),
+                "p_positive": np.full(n, 0.1),
+            }
+        )
+
+
+def use_embedded_stores(mp: pytest.MonkeyPatch, root: Path) -> None:
+    """Point settings at fresh embedded stores under ``root`` (var/, data/), whatever the
+    caller's environment says, and forget the cached settings."""
+    from pipelines.settings import get_settings
+
+    mp.setenv("EMOREG_VAR_DIR", str(root / "var"))
+    mp.setenv("EMOREG_DATA_DIR", str(root / "data"))
+    for name in ("DATABASE_URL", "MODELS_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACTS_DIR"):
+        mp.delenv(f"EMOREG_{name}", raising=False)
+    mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    get_settings.cache_clear()

@@ -16,7 +16,6 @@ import httpx
 
 from scripts.platform.airflow_api import AirflowClient
 from scripts.platform.config import (
-    AIRFLOW_USER,
     PROMOTION_POOL,
     PlatformConfig,
     PlatformError,
@@ -39,7 +38,7 @@ _AIRFLOW_STOP_ORDER = tuple(reversed(AIRFLOW_COMPONENTS))
 
 
 def _client(cfg: PlatformConfig) -> AirflowClient:
-    return AirflowClient(cfg.airflow_url, AIRFLOW_USER, airflow_password(cfg))
+    return AirflowClient(cfg.airflow_url, cfg.airflow_user, airflow_password(cfg))
 
 
 def start_platform(cfg: PlatformConfig) -> None:

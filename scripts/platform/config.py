@@ -17,7 +17,6 @@ RETRAIN_DAG = "retrain_emotion_classifier"
 PROMOTE_DAG = "promote_emotion_classifier"
 ROLLBACK_DAG = "rollback_emotion_classifier"
 PROMOTION_POOL = "model_promotion"
-AIRFLOW_USER = "admin"
 
 
 class PlatformError(RuntimeError):
@@ -36,6 +35,9 @@ class PlatformConfig:
     mlflow_artifacts_dir: Path
     registered_model: str
     live_file: Path
+    airflow_home: Path
+    airflow_user: str
+    password_file: Path  # the simple auth manager's {user: password}; tasks read it for notes
 
     @property
     def platform_dir(self) -> Path:
@@ -50,20 +52,12 @@ class PlatformConfig:
         return self.platform_dir / "logs"
 
     @property
-    def airflow_home(self) -> Path:
-        return self.var_dir / "airflow"
-
-    @property
     def airflow_port(self) -> int:
         return _port(self.airflow_url)
 
     @property
     def mlflow_port(self) -> int:
         return _port(self.mlflow_url)
-
-    @property
-    def password_file(self) -> Path:
-        return self.airflow_home / "simple_auth_manager_passwords.json"
 
     @property
     def secrets_file(self) -> Path:
@@ -105,4 +99,7 @@ def load_config(dags_folder: Path | None = None) -> PlatformConfig:
         mlflow_artifacts_dir=settings.mlflow_artifacts_dir.resolve(),
         registered_model=settings.registered_model_name,
         live_file=settings.live_file,
+        airflow_home=settings.airflow_home.resolve(),
+        airflow_user=settings.airflow_user,
+        password_file=settings.airflow_password_file.resolve(),
     )

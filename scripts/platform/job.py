@@ -21,7 +21,6 @@ from scripts.platform.airflow_api import (
     task_log_file,
 )
 from scripts.platform.config import (
-    AIRFLOW_USER,
     PROMOTE_DAG,
     RETRAIN_DAG,
     ROLLBACK_DAG,
@@ -245,7 +244,7 @@ def summary(cfg: PlatformConfig, live: dict[str, Any]) -> None:
     model_page = f"{cfg.mlflow_url}/#/models/{quote(cfg.registered_model)}"
     print("\n" + "=" * 72)
     print(f"Airflow        {cfg.airflow_url}")
-    print(f"  login        user {AIRFLOW_USER}, password in {cfg.password_file}")
+    print(f"  login        user {cfg.airflow_user}, password in {cfg.password_file}")
     print(f"  password     {_password(cfg)}")
     print(f"MLflow UI      {cfg.mlflow_url}")
     print(f"  model page   {model_page}")
@@ -271,6 +270,6 @@ def answers_ping(url: str) -> bool:
 
 def _password(cfg: PlatformConfig) -> str:
     try:
-        return str(json.loads(cfg.password_file.read_text())[AIRFLOW_USER])
+        return str(json.loads(cfg.password_file.read_text())[cfg.airflow_user])
     except (FileNotFoundError, ValueError, KeyError):
         return "(not generated yet)"

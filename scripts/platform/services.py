@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from scripts.platform.config import AIRFLOW_USER, PlatformConfig, PlatformError
+from scripts.platform.config import PlatformConfig, PlatformError
 from scripts.platform.procs import Service, log_path, log_tail
 
 AIRFLOW_COMPONENTS = (
@@ -73,8 +73,8 @@ def airflow_password(cfg: PlatformConfig) -> str:
     """The admin password, in the simple auth manager's own file format ``{"admin": "..."}``."""
     alphabet = string.ascii_letters + string.digits
     new = "".join(secrets.choice(alphabet) for _ in range(16))
-    passwords = _private_json(cfg.password_file, lambda: {AIRFLOW_USER: new})
-    return passwords[AIRFLOW_USER]
+    passwords = _private_json(cfg.password_file, lambda: {cfg.airflow_user: new})
+    return passwords[cfg.airflow_user]
 
 
 def airflow_env(cfg: PlatformConfig) -> dict[str, str]:
@@ -97,7 +97,7 @@ def airflow_env(cfg: PlatformConfig) -> dict[str, str]:
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
         ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{AIRFLOW_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{cfg.airflow_user}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(cfg.password_file),
         # look for new DAG files every 30 s (default 300 s)
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,14 @@ import pytest
 from tests.dags.dagrun import DAGS_FOLDER
 
 PROMOTION_POOL = "model_promotion"
+
+# Airflow's dag-processor and task runner put the DAG bundle's folder on sys.path (BundleDagBag),
+# so the DAG files import their shared module `emoreg_dag_support` by name; a plain DagBag does
+# not, so the tests do it, for subprocesses too.
+sys.path.insert(0, str(DAGS_FOLDER))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(DAGS_FOLDER), os.environ.get("PYTHONPATH", "")) if p
+)
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="emoreg-airflow-home-"))
 atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 
 from tests.dags.dagrun import RunRecord, run_dag
@@ -33,22 +31,6 @@ PROMOTE = "promote_emotion_classifier"
 ROLLBACK = "rollback_emotion_classifier"
 MODEL = "emotion-classifier"
 ROLLBACK_REASON = "v2 calls complaints neutral (ticket 4711)"
-
-
-class ConstantModel(mlflow.pyfunc.PythonModel):
-    """Honours the output contract but calls everything neutral: fails the smoke test."""
-
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        n = len(model_input)
-        return pd.DataFrame(
-            {
-                "label": ["neutral"] * n,
-                "score": np.full(n, 0.8),
-                "p_negative": np.full(n, 0.1),
-                "p_neutral": np.full(n, 0.8),
-                "p_positive": np.full(n, 0.1),
-            }
-        )
 
 
 @dataclass(frozen=True)
@@ -123,7 +105,7 @@ def scenario(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     from pipelines.registry.server import stop_all
     from pipelines.settings import get_settings
     from pipelines.tracking import configure_mlflow
-    from tests.helpers_models import TfidfModel, log_pyfunc, make_corpus
+    from tests.helpers_models import ConstantModel, TfidfModel, log_pyfunc, make_corpus
 
     root = tmp_path_factory.mktemp("promotion-dags")
     with pytest.MonkeyPatch.context() as mp:

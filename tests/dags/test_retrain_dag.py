@@ -1,9 +1,11 @@
 """The retrain DAG end to end with ``dag.test()`` on the tiny platform (tasks run in-process).
 
-One module-scoped scenario runs the DAG four times against one store and one MLflow registry:
+One module-scoped scenario runs the DAG five times against one store and one MLflow registry:
 
 1. the good day: every task succeeds and a challenger is registered;
-2. the same day again: nothing is trained, no version and no partition is added;
+2. the same day again: the waiting challenger saw every row, so training is skipped, and no
+   version and no partition is added; with the challenger alias removed (no baseline left) the
+   same day trains again, reuses the finished run by its training key and registers nothing;
 3. a broken day: validate fails at once (no retry), nothing downstream runs or registers;
 4. the good day once more after version 1 became champion: nothing new arrived, so
    check_new_data short-circuits train, evaluate and register (skipped, not failed).
@@ -48,6 +50,7 @@ class Scenario:
     platform: TinyPlatform
     first: Retrain
     rerun: Retrain
+    unaliased: Retrain
     broken: Retrain
     nothing_new: Retrain
 
@@ -92,11 +95,14 @@ def scenario(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         try:
             first = _retrain(GOOD_DAY)
             rerun = _retrain(GOOD_DAY)
+            _client().delete_registered_model_alias(MODEL, "challenger")
+            unaliased = _retrain(GOOD_DAY)
+            _client().set_registered_model_alias(MODEL, "challenger", first.versions[-1])
             broken = _retrain(BAD_DAY)
             # What the promote DAG does once the ML lead approves: version 1 becomes champion.
             _client().set_registered_model_alias(MODEL, "champion", first.versions[-1])
             nothing_new = _retrain(GOOD_DAY)
-            yield Scenario(platform, first, rerun, broken, nothing_new)
+            yield Scenario(platform, first, rerun, unaliased, broken, nothing_new)
         finally:
             mlflow.set_tracking_uri(None)
             get_settings.cache_clear()
@@ -145,10 +151,9 @@ def test_rerun_of_the_same_interval_adds_no_version_run_or_partition(
 ) -> None:
     first, rerun = scenario.first.run, scenario.rerun.run
     assert rerun.state == "success", rerun.tasks
-    assert rerun.xcoms["train"]["reused"] is True
-    assert rerun.xcoms["train"]["run_id"] == first.xcoms["train"]["run_id"]
-    assert rerun.xcoms["train"]["training_key"] == first.xcoms["train"]["training_key"]
-    assert rerun.xcoms["register"] == {**first.xcoms["register"], "created": False}
+    for task in ("train", "evaluate", "register"):
+        assert rerun.state_of(task) == "skipped", task
+    assert "are new since challenger version 1" in rerun.log
     assert scenario.rerun.versions == scenario.first.versions == ["1"]
     assert scenario.rerun.training_runs == scenario.first.training_runs == 1
 
@@ -157,6 +162,18 @@ def test_rerun_of_the_same_interval_adds_no_version_run_or_partition(
     raw = pd.read_parquet(scenario.platform.partitions / good[0] / "raw.parquet")
     assert raw["message_id"].is_unique
     assert len(raw) == rerun.xcoms["ingest"]["rows"] == first.xcoms["ingest"]["rows"]
+
+
+def test_without_a_baseline_a_rerun_reuses_its_training_run(scenario: Scenario) -> None:
+    first, again = scenario.first.run, scenario.unaliased.run
+    assert again.state == "success", again.tasks
+    assert "no champion or challenger of emotion-classifier yet" in again.log
+    assert again.xcoms["train"]["reused"] is True
+    assert again.xcoms["train"]["run_id"] == first.xcoms["train"]["run_id"]
+    assert again.xcoms["train"]["training_key"] == first.xcoms["train"]["training_key"]
+    assert again.xcoms["register"] == {**first.xcoms["register"], "created": False}
+    assert scenario.unaliased.versions == ["1"]
+    assert scenario.unaliased.training_runs == 1
 
 
 def test_failed_validation_fails_at_validate_without_retry(scenario: Scenario) -> None:

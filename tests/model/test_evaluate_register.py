@@ -49,16 +49,17 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     import mlflow
 
     from pipelines.tracking import configure_mlflow
-    from tests.helpers_models import TfidfModel, log_pyfunc, make_corpus, shuffled
+    from tests.helpers_models import (
+        TfidfModel,
+        log_pyfunc,
+        make_corpus,
+        shuffled,
+        use_embedded_stores,
+    )
 
     root = tmp_path_factory.mktemp("evaluate")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOREG_VAR_DIR", str(root / "var"))
-        mp.setenv("EMOREG_DATA_DIR", str(root / "data"))
-        for name in ("DATABASE_URL", "MODELS_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACTS_DIR"):
-            mp.delenv(f"EMOREG_{name}", raising=False)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        get_settings.cache_clear()
+        use_embedded_stores(mp, root)
         settings = get_settings()
         params = load_params(settings.params_path).model_copy(
             update={"gate": GateParams(min_macro_f1=0.7, min_negative_recall=0.7)}

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scripts.platform.airflow_api import readable_log_tail
+from scripts.platform.airflow_api import AirflowClient, readable_log_tail
 from scripts.platform.config import PlatformError, load_config
 from scripts.platform.procs import Record, leader, members, port_in_use, read_record, records
 
@@ -45,8 +45,13 @@ def platform_smoke():
         return context["params"].get("x", 0)
 
     @task(pool="model_promotion")
-    def second(value):
+    def second(value, **context):
+        from pipelines.run_notes import write_run_note
+        from pipelines.settings import get_settings
+
         print("got", value)
+        ti = context["ti"]
+        assert write_run_note(get_settings(), ti.dag_id, ti.run_id, "x" * 1200 + str(value))
 
     second(first())
 
@@ -136,6 +141,15 @@ def test_start_status_reuse_run_stop(platform_env: dict[str, str]) -> None:
     run = _platform(env, "trigger", "platform_smoke", "--unpause", "--conf", '{"x": 3}')
     assert run.returncode == 0, run.stdout + run.stderr
     assert "second" in run.stdout and "platform_smoke: success" in run.stdout
+    # The task wrote its run's note through the REST API, cut to Airflow's 1000 characters.
+    password_file = cfg_var / "airflow" / "simple_auth_manager_passwords.json"
+    password = json.loads(password_file.read_text())["admin"]
+    client = AirflowClient(env["EMOREG_AIRFLOW_URL"], "admin", password)
+    try:
+        runs = client.request("GET", "/api/v2/dags/platform_smoke/dagRuns").json()["dag_runs"]
+    finally:
+        client.close()
+    assert [r["note"] for r in runs] == ["x" * 999 + "…"]
 
     stopped = _platform(env, "stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr

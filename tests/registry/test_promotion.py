@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 
 from pipelines.params import Params, load_params
@@ -42,22 +40,6 @@ from pipelines.settings import PROJECT_ROOT, Settings
 CONTRACT_COLUMNS = {"label", "score", "p_negative", "p_neutral", "p_positive"}
 
 
-class ConstantModel(mlflow.pyfunc.PythonModel):
-    """Honours the output contract but calls everything neutral: fails the smoke test."""
-
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        n = len(model_input)
-        return pd.DataFrame(
-            {
-                "label": ["neutral"] * n,
-                "score": np.full(n, 0.8),
-                "p_negative": np.full(n, 0.1),
-                "p_neutral": np.full(n, 0.8),
-                "p_positive": np.full(n, 0.1),
-            }
-        )
-
-
 @dataclass(frozen=True)
 class Store:
     root: Path
@@ -71,15 +53,17 @@ class Store:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     from pipelines.settings import get_settings
     from pipelines.tracking import configure_mlflow
-    from tests.helpers_models import TfidfModel, log_pyfunc, make_corpus
+    from tests.helpers_models import (
+        ConstantModel,
+        TfidfModel,
+        log_pyfunc,
+        make_corpus,
+        use_embedded_stores,
+    )
 
     root = tmp_path_factory.mktemp("promotion")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOREG_VAR_DIR", str(root / "var"))
-        mp.setenv("EMOREG_DATA_DIR", str(root / "data"))
-        for name in ("DATABASE_URL", "MODELS_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACTS_DIR"):
-            mp.delenv(f"EMOREG_{name}", raising=False)
-        get_settings.cache_clear()
+        use_embedded_stores(mp, root)
         settings = get_settings()
         configure_mlflow(settings)
         corpus_a, corpus_b = make_corpus(40, seed=0), make_corpus(40, seed=1)

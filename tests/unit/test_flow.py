@@ -233,16 +233,17 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 
     from pipelines.settings import get_settings
     from pipelines.tracking import configure_mlflow
-    from tests.helpers_models import TfidfModel, log_pyfunc, make_corpus, shuffled
+    from tests.helpers_models import (
+        TfidfModel,
+        log_pyfunc,
+        make_corpus,
+        shuffled,
+        use_embedded_stores,
+    )
 
     root = tmp_path_factory.mktemp("flow")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMOREG_VAR_DIR", str(root / "var"))
-        mp.setenv("EMOREG_DATA_DIR", str(root / "data"))
-        for name in ("DATABASE_URL", "MODELS_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACTS_DIR"):
-            mp.delenv(f"EMOREG_{name}", raising=False)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        get_settings.cache_clear()
+        use_embedded_stores(mp, root)
         settings = get_settings()
         params = load_params(settings.params_path).model_copy(
             update={"retrain": RetrainParams(min_new_labelled_rows=4)}
@@ -278,12 +279,35 @@ def _crown(settings: Settings, run_id: str) -> str:
     return str(version.version)
 
 
-def test_without_a_champion_it_always_trains(registry: Registry) -> None:
+def test_without_a_champion_or_challenger_it_always_trains(registry: Registry) -> None:
     check = flow.check_new_data(settings=_named(registry, "no-champion"), params=registry.params)
     assert check.proceed is True
-    assert check.new_labelled_rows is None and check.champion_version is None
+    assert check.new_labelled_rows is None and check.baseline_version is None
+    assert check.baseline_alias is None
     assert check.labelled_rows == 9  # f1..f9; predictions are off by default
-    assert check.reason.startswith("no champion of no-champion yet")
+    assert check.reason.startswith("no champion or challenger of no-champion yet")
+
+
+def test_without_a_champion_the_waiting_challenger_is_the_baseline(registry: Registry) -> None:
+    import mlflow
+
+    from pipelines.tracking import client
+
+    settings = _named(registry, "challenger-only")
+    version = mlflow.register_model(
+        f"runs:/{registry.champion_run}/model", settings.registered_model_name
+    )
+    client(settings).set_registered_model_alias(
+        settings.registered_model_name, "challenger", str(version.version)
+    )
+    strict = registry.params.model_copy(update={"retrain": RetrainParams(min_new_labelled_rows=6)})
+
+    check = flow.check_new_data(settings=settings, params=strict)
+
+    # The challenger trained on f1-f3 and validated on f4: 5 new rows, below 6.
+    assert check.proceed is False and check.new_labelled_rows == 5
+    assert (check.baseline_alias, check.baseline_version) == ("challenger", str(version.version))
+    assert f"new since challenger version {version.version};" in check.reason
 
 
 def test_new_rows_are_those_the_champion_never_saw(registry: Registry) -> None:
@@ -293,7 +317,8 @@ def test_new_rows_are_those_the_champion_never_saw(registry: Registry) -> None:
     check = flow.check_new_data(settings=settings, params=registry.params)
     # f1..f9 labelled; the champion trained on f1-f3 and validated on f4: f5-f9 are new.
     assert (check.new_labelled_rows, check.labelled_rows, check.threshold) == (5, 9, 4)
-    assert check.proceed is True and check.champion_version == version
+    assert check.proceed is True and check.baseline_version == version
+    assert check.baseline_alias == "champion"
     assert check.reason == (
         f"5 of 9 labelled partition rows in the prepared train/validation splits are new since "
         f"champion version {version}; threshold retrain.min_new_labelled_rows=4: training"
