@@ -102,7 +102,6 @@ _TRANSIENT_TYPES = frozenset(
     {
         "pipelines.tracking.TrackingError",
         "pipelines.store.db.StoreError",
-        "pipelines.registry.promotion.PromotionBusy",
         "requests.exceptions.ConnectionError",
         "requests.exceptions.Timeout",
         "httpx.TransportError",
@@ -782,29 +781,7 @@ def register(run_id: str, *, settings: Settings | None = None) -> RegisterRef:
 # --- promotion (pipelines.registry.promotion) ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class PromotionRef:
-    action: str
-    version: str | None
-    previous_version: str | None
-    url: str | None
-    reason: str
-
-    @classmethod
-    def of(cls, outcome: PromotionOutcome) -> PromotionRef:
-        return cls(
-            action=outcome.action,
-            version=outcome.version,
-            previous_version=outcome.previous_version,
-            url=outcome.url,
-            reason=outcome.reason,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _promotion(name: str, call: Callable[[ModuleType], PromotionOutcome]) -> PromotionRef:
+def _promotion(name: str, call: Callable[[ModuleType], PromotionOutcome]) -> PromotionOutcome:
     """``call(pipelines.registry.promotion)``: a held lock is transient, a failed attempt
     permanent (the old champion keeps serving; the next scheduled run tries again)."""
     from pipelines.registry import promotion
@@ -815,22 +792,21 @@ def _promotion(name: str, call: Callable[[ModuleType], PromotionOutcome]) -> Pro
         raise TransientError(f"{name}: another promotion holds the lock: {exc}") from exc
     except promotion.PromotionError as exc:
         raise PermanentError(f"{name} failed (the old champion keeps serving): {exc}") from exc
-    ref = PromotionRef.of(outcome)
-    log.info("%s: %s%s", name, ref.action, f" ({ref.reason})" if ref.reason else "")
-    return ref
+    log.info("%s: %s%s", name, outcome.action, f" ({outcome.reason})" if outcome.reason else "")
+    return outcome
 
 
 @_step("check_serving")
 def check_serving(
     *, settings: Settings | None = None, params: Params | None = None
-) -> PromotionRef:
+) -> PromotionOutcome:
     """Make sure the champion's model server answers (restart it if needed)."""
     settings, params = _context(settings, params)
     return _promotion("check_serving", lambda module: module.ensure_serving(settings, params))
 
 
 @_step("promote")
-def promote(*, settings: Settings | None = None, params: Params | None = None) -> PromotionRef:
+def promote(*, settings: Settings | None = None, params: Params | None = None) -> PromotionOutcome:
     """Promote an approved challenger; ``action`` ``none`` when no approval waits, ``refused``
     (with the reason) when the approval does not hold: both are successful outcomes."""
     settings, params = _context(settings, params)
@@ -840,7 +816,7 @@ def promote(*, settings: Settings | None = None, params: Params | None = None) -
 @_step("rollback")
 def rollback(
     reason: str, *, settings: Settings | None = None, params: Params | None = None
-) -> PromotionRef:
+) -> PromotionOutcome:
     """Put the ``previous`` champion back in service; ``reason`` is recorded with it."""
     if not reason or not reason.strip():
         raise PermanentError("rollback needs a reason (who asked and why)")
