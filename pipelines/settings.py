@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         default="*/5 * * * *", description="how often the promote DAG looks for an approval"
     )
     airflow_url: str = "http://127.0.0.1:8080"
+    promotion_pool: str = Field(
+        default="model_promotion", description="one-slot pool of promotions and rollbacks"
+    )
     airflow_user: str = Field(
         default="admin", description="the platform's Airflow account (login, run notes)"
     )

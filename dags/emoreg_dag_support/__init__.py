@@ -20,7 +20,7 @@ from pipelines.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-PROMOTION_POOL = "model_promotion"  # one slot: created by the platform's start script
+PROMOTION_POOL = get_settings().promotion_pool  # one slot, created by the platform start script
 
 # Promotion and rollback: a held lock is worth a few quick retries; every task in the one pool.
 PROMOTION_DEFAULT_ARGS: dict[str, Any] = {

@@ -16,7 +16,6 @@ import httpx
 
 from scripts.platform.airflow_api import AirflowClient
 from scripts.platform.config import (
-    PROMOTION_POOL,
     PlatformConfig,
     PlatformError,
     load_config,
@@ -49,11 +48,11 @@ def start_platform(cfg: PlatformConfig) -> None:
     outcome = start(cfg, platform_services(cfg))
     client = _client(cfg)
     try:
-        pool = client.ensure_pool(PROMOTION_POOL, 1, "one promotion or rollback at a time")
+        pool = client.ensure_pool(cfg.promotion_pool, 1, "one promotion or rollback at a time")
     finally:
         client.close()
     started = [name for name, how in outcome.items() if how == "started"]
-    print(f"  pool {PROMOTION_POOL} (1 slot): {pool}")
+    print(f"  pool {cfg.promotion_pool} (1 slot): {pool}")
     print(
         f"platform: ready in {time.monotonic() - began:.1f} s "
         f"(started {len(started)}, reused {len(outcome) - len(started)})",

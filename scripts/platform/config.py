@@ -16,7 +16,6 @@ DAGS_FOLDER_ENV = "EMOREG_PLATFORM_DAGS_FOLDER"  # a throwaway DAG folder (tests
 RETRAIN_DAG = "retrain_emotion_classifier"
 PROMOTE_DAG = "promote_emotion_classifier"
 ROLLBACK_DAG = "rollback_emotion_classifier"
-PROMOTION_POOL = "model_promotion"
 
 
 class PlatformError(RuntimeError):
@@ -38,6 +37,7 @@ class PlatformConfig:
     airflow_home: Path
     airflow_user: str
     password_file: Path  # the simple auth manager's {user: password}; tasks read it for notes
+    promotion_pool: str
 
     @property
     def platform_dir(self) -> Path:
@@ -102,4 +102,5 @@ def load_config(dags_folder: Path | None = None) -> PlatformConfig:
         airflow_home=settings.airflow_home.resolve(),
         airflow_user=settings.airflow_user,
         password_file=settings.airflow_password_file.resolve(),
+        promotion_pool=settings.promotion_pool,
     )
