@@ -1,4 +1,4 @@
-.PHONY: setup run quick start stop status mlflow-ui airflow-env test lint format lock bench
+.PHONY: setup run quick start stop status mlflow-ui airflow-env api-keys serve test lint format lock bench
 
 setup:  ## virtualenv from the lock file + converted base model
 	scripts/setup.sh
@@ -12,7 +12,7 @@ run:  ## the main job through Airflow: retrain, approve (demo), promote, serve (
 quick:  ## the same with training on a 2,000-row sample (QUICK_ROWS to change it)
 	scripts/run.sh --quick
 
-start:  ## start (or reuse) the platform only: Airflow + the MLflow UI on 127.0.0.1
+start:  ## start (or reuse) the platform: Airflow, the MLflow UI, the regulation service
 	$(PLATFORM) start
 
 stop:  ## stop every process the platform started (Airflow, MLflow UI, model servers)
@@ -23,6 +23,12 @@ status:  ## what runs (name, pid, port, health) and which model version is live
 
 airflow-env:  ## exports for the airflow CLI on this platform: eval "$$(make -s airflow-env)"
 	@$(PLATFORM) env
+
+api-keys:  ## exports of the service URL and demo API keys: eval "$$(make -s api-keys)"
+	@$(PLATFORM) api-keys
+
+serve:  ## the regulation service alone, in the foreground (settings: EMOREG_SERVICE_*)
+	HF_HUB_OFFLINE=1 .venv/bin/python -m serving serve
 
 test:  ## lint, type check and the whole test suite (what CI runs)
 	scripts/test.sh

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +64,40 @@ class Settings(BaseSettings):
         description="texts whose labels a new server must return before it is switched in",
     )
 
+    # The regulation service (serving/): where it listens, who may call it, how it degrades.
+    service_host: str = "127.0.0.1"
+    service_port: int = Field(default=8000, ge=1, le=65535)
+    service_workers: int = Field(
+        default=1, ge=1, description="uvicorn workers; one batches best (see bench/serving.py)"
+    )
+    service_api_keys_file: Path = Field(
+        default=Path(), description="JSON list of {name, sha256, scopes}: hashed API keys"
+    )
+    service_max_body_bytes: int = Field(default=16_384, gt=0)
+    service_max_text_chars: int = Field(default=2_000, gt=0)
+    service_deadline_s: float = Field(
+        default=1.0, gt=0, description="a message's emotion comes from the model within this"
+    )
+    service_batch_max_size: int = Field(default=32, ge=1)
+    service_batch_max_wait_ms: float = Field(
+        default=2.0, ge=0, description="how long a batch waits for company before it is sent"
+    )
+    service_batch_max_inflight: int = Field(default=2, ge=1)
+    service_breaker_failures: int = Field(
+        default=3, ge=1, description="consecutive failed or slow model calls that open the circuit"
+    )
+    service_breaker_backoff_s: float = Field(default=0.5, gt=0)
+    service_breaker_backoff_max_s: float = Field(default=30.0, gt=0)
+    service_policy_path: Path = PROJECT_ROOT / "serving" / "policy.yaml"
+    service_templates_path: Path = PROJECT_ROOT / "serving" / "templates.yaml"
+    service_fallback_lexicon_path: Path = PROJECT_ROOT / "serving" / "fallback_lexicon.yaml"
+    llm_base_url: str = Field(
+        default="", description="OpenAI-compatible API (…/v1); empty: replies from templates"
+    )
+    llm_model: str = ""
+    llm_api_key: SecretStr | None = None
+    llm_timeout_s: float = Field(default=3.0, gt=0)
+
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
         # Defaults that depend on var_dir are derived here so that overriding var_dir alone
@@ -76,6 +110,8 @@ class Settings(BaseSettings):
             self.mlflow_tracking_uri = f"sqlite:///{self.var_dir / 'mlflow.db'}"
         if self.mlflow_artifacts_dir == Path():
             self.mlflow_artifacts_dir = self.var_dir / "mlartifacts"
+        if self.service_api_keys_file == Path():
+            self.service_api_keys_file = self.serving_dir / "api_keys.json"
         if self.airflow_password_file == Path():
             self.airflow_password_file = self.airflow_home / "simple_auth_manager_passwords.json"
         return self
@@ -101,6 +137,10 @@ class Settings(BaseSettings):
     def serving_dir(self) -> Path:
         """Model-server state: the live routing file, server records, logs, the promotion lock."""
         return self.var_dir / "serving"
+
+    @property
+    def service_url(self) -> str:
+        return f"http://{self.service_host}:{self.service_port}"
 
     @property
     def live_file(self) -> Path:

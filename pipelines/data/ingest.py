@@ -8,7 +8,8 @@ Label rule, first match wins (documented in the README):
 1. the latest agent correction (``feedback.source = agent`` with a ``corrected_label``);
 2. the latest customer correction;
 3. the latest prediction of the served model (``label_source = prediction``; prepare uses these
-   only when ``prepare.use_predicted_labels`` is on);
+   only when ``prepare.use_predicted_labels`` is on); the service's degraded answers (a local
+   fallback estimate, not the model) never count;
 4. none: the row is ``unlabelled``. Agent turns never get a label.
 """
 
@@ -95,7 +96,11 @@ def _read_frames(
                 Prediction.model_version,
                 Prediction.created_at,
                 Prediction.id,
-            ).where(Prediction.created_at < end, Prediction.message_id.in_(ids)),
+            ).where(
+                Prediction.created_at < end,
+                Prediction.message_id.in_(ids),
+                Prediction.degraded.is_(False),
+            ),
             connection,
         )
     return messages, feedback, predictions

@@ -291,17 +291,13 @@ def wait_ready(handle: ServerHandle, timeout_s: float) -> None:
     )
 
 
-def invoke(url: str, texts: Sequence[str], timeout: float) -> list[dict[str, Any]]:
-    """POST ``texts`` to ``/invocations`` (MLflow's ``dataframe_split``); one dict per text."""
-    payload = {"dataframe_split": {"columns": ["text"], "data": [[text] for text in texts]}}
-    request = urllib.request.Request(
-        f"{url}/invocations",
-        data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = json.loads(response.read().decode("utf-8"))
+def invocations_payload(texts: Sequence[str]) -> dict[str, Any]:
+    """The body of a ``POST /invocations`` scoring ``texts`` (MLflow's ``dataframe_split``)."""
+    return {"dataframe_split": {"columns": ["text"], "data": [[text] for text in texts]}}
+
+
+def prediction_records(body: Any) -> list[dict[str, Any]] | None:
+    """One dict per text from an ``/invocations`` answer, or None when it holds no records."""
     predictions = body.get("predictions") if isinstance(body, dict) else None
     if isinstance(predictions, dict):  # column-oriented: {"label": [...], ...}
         keys = list(predictions)
@@ -309,6 +305,22 @@ def invoke(url: str, texts: Sequence[str], timeout: float) -> list[dict[str, Any
             dict(zip(keys, row, strict=True)) for row in zip(*predictions.values(), strict=True)
         ]
     if not isinstance(predictions, list) or not all(isinstance(p, dict) for p in predictions):
+        return None
+    return predictions
+
+
+def invoke(url: str, texts: Sequence[str], timeout: float) -> list[dict[str, Any]]:
+    """POST ``texts`` to ``/invocations``; one dict per text."""
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps(invocations_payload(texts), ensure_ascii=False).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = json.loads(response.read().decode("utf-8"))
+    predictions = prediction_records(body)
+    if predictions is None:
         raise SmokeTestFailed(f"{url}/invocations answered no prediction records: {body!r:.300}")
     return predictions
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Enum,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -69,6 +71,8 @@ class Message(Base):
     role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # What the chat app knew (order id, product, order status, ...), redacted like the text.
+    context: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
     predictions: Mapped[list[Prediction]] = relationship(back_populates="message")
@@ -88,6 +92,14 @@ class Prediction(Base):
     probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
     strategy: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # Written by the regulation service: its answer, so that a retried request gets it again.
+    topic: Mapped[str | None] = mapped_column(String(32), default=None)
+    escalate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    reply: Mapped[str | None] = mapped_column(Text, default=None)
+    reply_source: Mapped[str | None] = mapped_column(String(16), default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # A local fallback estimate, not the served model's: never a training label (ingest).
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     message: Mapped[Message] = relationship(back_populates="predictions")
 

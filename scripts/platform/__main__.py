@@ -1,4 +1,5 @@
-"""``python -m scripts.platform COMMAND``: start, run, stop, status, mlflow-ui, env, trigger."""
+"""``python -m scripts.platform COMMAND``: start, run, stop, status, mlflow-ui, env, api-keys,
+trigger."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from scripts.platform.services import (
     AIRFLOW_COMPONENTS,
     airflow_env,
     airflow_password,
+    demo_api_keys,
     mlflow_service,
     platform_services,
+    prepare_regulation_service,
 )
 from scripts.platform.steps import read_live_file, run_step, serving_status
 
@@ -45,6 +48,7 @@ def start_platform(cfg: PlatformConfig) -> None:
     began = time.monotonic()
     print(f"platform: starting (state in {cfg.platform_dir})", flush=True)
     airflow_password(cfg)  # the login exists before the api-server first starts
+    prepare_regulation_service(cfg)  # its store and keys exist before the service starts
     outcome = start(cfg, platform_services(cfg))
     client = _client(cfg)
     try:
@@ -91,7 +95,8 @@ def cmd_stop(cfg: PlatformConfig, _args: argparse.Namespace) -> int:
     before = records(cfg)
     print("platform: stopping", flush=True)
     # Airflow first (no task starts a model server after this), then the model servers.
-    survivors = stop_named(cfg, [*_AIRFLOW_STOP_ORDER, "mlflow"])
+    # The regulation service first: no chat message arrives while the rest goes down.
+    survivors = stop_named(cfg, ["regulation", *_AIRFLOW_STOP_ORDER, "mlflow"])
     print("python -m pipelines serving-stop", flush=True)
     stopped = run_step(cfg, "serving-stop")
     if stopped is not None and stopped.returncode != 0:
@@ -142,6 +147,15 @@ def cmd_env(cfg: PlatformConfig, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api_keys(cfg: PlatformConfig, _args: argparse.Namespace) -> int:
+    """Shell exports of the demo API keys and the service's URL (for the README's curls)."""
+    keys = demo_api_keys(cfg)
+    print(f"export EMOREG_SERVICE={shlex.quote(cfg.service_url)}")
+    print(f"export EMOREG_CHAT_KEY={shlex.quote(keys['chat_app'])}")
+    print(f"export EMOREG_AGENT_KEY={shlex.quote(keys['agent'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scripts.platform", description=__doc__)
     parser.add_argument(
@@ -162,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     sub.add_parser("mlflow-ui", help="start (or reuse) the MLflow UI only")
     sub.add_parser("env", help="print exports for the airflow CLI")
+    sub.add_parser("api-keys", help="print exports of the demo API keys of the service")
     return parser
 
 
@@ -173,6 +188,7 @@ COMMANDS = {
     "status": cmd_status,
     "mlflow-ui": cmd_mlflow_ui,
     "env": cmd_env,
+    "api-keys": cmd_api_keys,
 }
 
 

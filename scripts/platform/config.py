@@ -38,6 +38,9 @@ class PlatformConfig:
     airflow_user: str
     password_file: Path  # the simple auth manager's {user: password}; tasks read it for notes
     promotion_pool: str
+    service_url: str  # the regulation service (serving/)
+    service_keys_file: Path  # hashed API keys the service accepts
+    database_url: str
 
     @property
     def platform_dir(self) -> Path:
@@ -58,6 +61,15 @@ class PlatformConfig:
     @property
     def mlflow_port(self) -> int:
         return _port(self.mlflow_url)
+
+    @property
+    def service_port(self) -> int:
+        return _port(self.service_url)
+
+    @property
+    def demo_keys_file(self) -> Path:
+        """The demo API keys in clear (mode 0600), for `make api-keys` and the README's curls."""
+        return self.platform_dir / "demo_api_keys.json"
 
     @property
     def secrets_file(self) -> Path:
@@ -103,4 +115,7 @@ def load_config(dags_folder: Path | None = None) -> PlatformConfig:
         airflow_user=settings.airflow_user,
         password_file=settings.airflow_password_file.resolve(),
         promotion_pool=settings.promotion_pool,
+        service_url=_check_local("EMOREG_SERVICE_HOST", settings.service_url),
+        service_keys_file=settings.service_api_keys_file.resolve(),
+        database_url=settings.database_url,
     )

@@ -257,8 +257,41 @@ def summary(cfg: PlatformConfig, live: dict[str, Any]) -> None:
             print("  it does not answer: python -m pipelines serving-ensure (or make start)")
     else:
         print("served model   none yet (no champion: approve a challenger, then promote)")
+    _service_example(cfg)
     print(f"logs           {cfg.logs_dir}/ and {cfg.airflow_home / 'logs'}/")
     print("stop           make stop      status: make status")
+
+
+SERVICE_EXAMPLE = {
+    "conversation_id": "demo-1",
+    "message_id": "demo-1-m1",  # a rerun of `make run` gets the same answer, stored once
+    "text": "快递五天了还没到，太慢了，什么情况？",
+    "context": {"order_id": "20261201000123456", "product": "蓝牙耳机"},
+}
+
+
+def _service_example(cfg: PlatformConfig) -> None:
+    """The regulation service's URL, the demo keys, and one real message through it."""
+    print(f'regulation API {cfg.service_url}/docs  (keys: eval "$(make -s api-keys)")')
+    if not answers_ping(f"{cfg.service_url}/healthz"):
+        print("  it does not answer: make start; its log is in", cfg.logs_dir)
+        return
+    keys = json.loads(cfg.demo_keys_file.read_text())
+    payload = json.dumps(SERVICE_EXAMPLE, ensure_ascii=False)
+    print(
+        f'  curl -s -X POST $EMOREG_SERVICE/v1/messages -H "X-API-Key: $EMOREG_CHAT_KEY" '
+        f"-H 'Content-Type: application/json' -d '{payload}'"
+    )
+    try:
+        answer = httpx.post(
+            f"{cfg.service_url}/v1/messages",
+            content=payload.encode(),
+            headers={"X-API-Key": keys["chat_app"], "Content-Type": "application/json"},
+            timeout=30.0,
+        ).text
+    except httpx.HTTPError as exc:
+        answer = f"(no answer: {exc})"
+    print(f"  -> {answer}")
 
 
 def answers_ping(url: str) -> bool:

@@ -182,9 +182,50 @@ def airflow_services(cfg: PlatformConfig) -> list[Service]:
     ]
 
 
+def regulation_service(cfg: PlatformConfig) -> Service:
+    """The regulation service (serving/): chat apps' HTTP API in front of the live model."""
+    return Service(
+        "regulation",
+        (str(cfg.venv_bin / "python"), "-m", "serving", "serve"),
+        base_env(cfg),
+        lambda _created: _http_ok(f"{cfg.service_url}/healthz"),
+        port=cfg.service_port,
+        url=cfg.service_url,
+    )
+
+
 def platform_services(cfg: PlatformConfig) -> list[Service]:
-    """Every service, the MLflow UI first (only when the tracking store is the embedded one)."""
-    return ([mlflow_service(cfg)] if cfg.embedded_mlflow else []) + airflow_services(cfg)
+    """Every service, the MLflow UI first (only when the tracking store is the embedded one),
+    the regulation service last."""
+    mlflow = [mlflow_service(cfg)] if cfg.embedded_mlflow else []
+    return mlflow + airflow_services(cfg) + [regulation_service(cfg)]
+
+
+DEMO_KEYS = {
+    "chat_app": ("demo-chat-app", ["messages"]),
+    "agent": ("demo-agent", ["feedback", "read"]),
+}
+
+
+def demo_api_keys(cfg: PlatformConfig) -> dict[str, str]:
+    """The demo chat-app and agent keys: in clear in a 0600 file of ours, hashed in the
+    service's keys file (added there when missing)."""
+    from serving.auth import register_key
+
+    keys = _private_json(
+        cfg.demo_keys_file, lambda: {role: secrets.token_urlsafe(32) for role in DEMO_KEYS}
+    )
+    for role, (name, scopes) in DEMO_KEYS.items():
+        register_key(cfg.service_keys_file, name, keys[role], scopes)
+    return keys
+
+
+def prepare_regulation_service(cfg: PlatformConfig) -> None:
+    """What the service needs before it starts: a migrated chat store and the demo keys."""
+    from pipelines.store.db import upgrade
+
+    upgrade(cfg.database_url)
+    demo_api_keys(cfg)
 
 
 def migrate_airflow_db(cfg: PlatformConfig) -> None:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -29,8 +30,9 @@ SERVICES = (
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "regulation",
 )
-PORT_KEYS = ("EMOREG_MLFLOW_UI_URL", "EMOREG_AIRFLOW_URL")
+PORT_KEYS = ("EMOREG_MLFLOW_UI_URL", "EMOREG_AIRFLOW_URL", "EMOREG_SERVICE_PORT")
 
 SMOKE_DAG = """
 from datetime import datetime
@@ -88,6 +90,7 @@ def _env(tmp: Path, mlflow_port: int, airflow_port: int) -> dict[str, str]:
         "EMOREG_DATA_DIR": str(tmp / "data"),
         "EMOREG_MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow_port}",
         "EMOREG_AIRFLOW_URL": f"http://127.0.0.1:{airflow_port}",
+        "EMOREG_SERVICE_PORT": str(_free_port()),
         "EMOREG_PLATFORM_DAGS_FOLDER": str(dags),
     }
 
@@ -117,14 +120,14 @@ def test_start_status_reuse_run_stop(platform_env: dict[str, str]) -> None:
     env = platform_env
     started = _platform(env, "start")
     assert started.returncode == 0, started.stdout + started.stderr
-    assert "started 5, reused 0" in started.stdout
+    assert "started 6, reused 0" in started.stdout
     cfg_var = Path(env["EMOREG_VAR_DIR"])
     first = {name: read_record_at(cfg_var, name) for name in SERVICES}
     assert all(record is not None and leader(record) for record in first.values())
 
     everything = {proc.pid for record in first.values() if record for proc in members(record)}
     addresses = _listening(everything)
-    ports = {int(env[key].rsplit(":", 1)[1]) for key in PORT_KEYS}
+    ports = {int(env[key].rsplit(":", 1)[-1]) for key in PORT_KEYS}
     assert ports <= {port for _ip, port in addresses}
     assert {ip for ip, _port in addresses} == {"127.0.0.1"}, addresses
 
@@ -133,9 +136,21 @@ def test_start_status_reuse_run_stop(platform_env: dict[str, str]) -> None:
     states = {row["name"]: row["state"] for row in json.loads(status.stdout)["services"]}
     assert states == dict.fromkeys(SERVICES, "healthy")
 
+    # The regulation service answers with the demo key; with no champion served yet, degraded.
+    keys = json.loads((cfg_var / "platform" / "demo_api_keys.json").read_text())
+    answer = httpx.post(
+        f"http://127.0.0.1:{env['EMOREG_SERVICE_PORT']}/v1/messages",
+        json={"conversation_id": "p-1", "text": "太差了，垃圾"},
+        headers={"X-API-Key": keys["chat_app"]},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["degraded"] is True
+    assert answer.json()["emotion"]["label"] == "negative"
+
     again = _platform(env, "start")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "started 0, reused 5" in again.stdout
+    assert "started 0, reused 6" in again.stdout
     assert {name: read_record_at(cfg_var, name) for name in SERVICES} == first
 
     run = _platform(env, "trigger", "platform_smoke", "--unpause", "--conf", '{"x": 3}')
