@@ -10,10 +10,18 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ApiKeyDigest(BaseModel):
+    """An API key of the regulation service as it is stored: its SHA-256, never the key."""
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[str]
 
 
 class Settings(BaseSettings):
@@ -72,6 +80,10 @@ class Settings(BaseSettings):
     )
     service_api_keys_file: Path = Field(
         default=Path(), description="JSON list of {name, sha256, scopes}: hashed API keys"
+    )
+    service_api_keys: list[ApiKeyDigest] = Field(
+        default_factory=list,
+        description="more hashed keys, as JSON in EMOREG_SERVICE_API_KEYS (Compose uses this)",
     )
     service_max_body_bytes: int = Field(default=16_384, gt=0)
     service_max_text_chars: int = Field(default=2_000, gt=0)

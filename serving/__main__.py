@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from pipelines.settings import get_settings
@@ -16,11 +17,21 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="default: settings service_host")
     serve.add_argument("--port", type=int, help="default: settings service_port")
     serve.add_argument("--workers", type=int, help="default: settings service_workers")
-    key = commands.add_parser("create-key", help="append a key to the keys file and print it")
-    key.add_argument("--name", required=True)
-    key.add_argument("--scope", action="append", choices=auth.SCOPES, required=True)
+    create = commands.add_parser("create-key", help="append a key to the keys file and print it")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", choices=auth.SCOPES, required=True)
+    key_digest = commands.add_parser(
+        "key-digest", help="print a new key and its digest entry (for EMOREG_SERVICE_API_KEYS)"
+    )
+    key_digest.add_argument("--name", required=True)
+    key_digest.add_argument("--scope", action="append", choices=auth.SCOPES, required=True)
     args = parser.parse_args(argv)
 
+    if args.command == "key-digest":
+        new = auth.new_key()
+        entry = {"name": args.name, "sha256": auth.digest(new), "scopes": sorted(args.scope)}
+        print(json.dumps({"key": new, "entry": entry}))
+        return 0
     settings = get_settings()
     if args.command == "create-key":
         try:

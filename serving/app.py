@@ -51,7 +51,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     templates = TemplateWriter(settings.service_templates_path)
     templates.check_policy(policy)  # every template carries its strategy's required action
     lexicon = load_lexicon(settings.service_fallback_lexicon_path)
-    keys = auth.load_keys(settings.service_api_keys_file)
+    keys = auth.load_keys(settings.service_api_keys_file, settings.service_api_keys)
     engine = make_engine(settings.database_url)
     assert_migrated(engine)
     client = EmotionClient(

@@ -4,6 +4,8 @@ Scopes: ``messages`` (chat apps: ``POST /v1/messages``), ``feedback`` (agents an
 surveys: ``POST /v1/feedback``), ``read`` (agents: ``GET /v1/conversations/{id}``).
 The keys file (settings ``service_api_keys_file``) is a JSON list of
 ``{"name": ..., "sha256": ..., "scopes": [...]}``; ``python -m serving create-key`` appends one.
+Settings ``service_api_keys`` (``EMOREG_SERVICE_API_KEYS``, the same JSON) adds more: Compose
+passes the digests that ``docker/make-env.sh`` generated that way.
 Keys are 32 random bytes, so one unsalted SHA-256 is enough: there is nothing to brute-force.
 """
 
@@ -14,6 +16,7 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,25 +40,28 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def load_keys(path: Path) -> list[ApiKey]:
-    if not path.is_file():
+def load_keys(path: Path, digests: Sequence[Any] = ()) -> list[ApiKey]:
+    """The keys of the keys file (when it exists) plus ``digests`` from settings; at least one."""
+    keys = [ApiKey(d.name, d.sha256.lower(), frozenset(d.scopes)) for d in digests]
+    if path.is_file():
+        try:
+            keys += [
+                ApiKey(str(e["name"]), str(e["sha256"]).lower(), frozenset(e["scopes"]))
+                for e in json.loads(path.read_text(encoding="utf-8"))
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise KeysFileError(f"the API keys file {path} is malformed: {exc}") from exc
+    elif not keys:
         raise KeysFileError(
-            f"no API keys file at {path}: create a key with `python -m serving create-key`"
+            f"no API keys file at {path} and none in EMOREG_SERVICE_API_KEYS: "
+            "create a key with `python -m serving create-key`"
         )
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-        keys = [
-            ApiKey(str(e["name"]), str(e["sha256"]).lower(), frozenset(e["scopes"]))
-            for e in entries
-        ]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KeysFileError(f"the API keys file {path} is malformed: {exc}") from exc
     for key in keys:
         unknown = key.scopes - set(SCOPES)
         if unknown or len(key.sha256) != 64:
             raise KeysFileError(
-                f"the API keys file {path}: key {key.name!r} has unknown scopes {sorted(unknown)} "
-                "or a digest that is not 64 hex characters"
+                f"API key {key.name!r} ({path} or EMOREG_SERVICE_API_KEYS) has unknown scopes "
+                f"{sorted(unknown)} or a digest that is not 64 hex characters"
             )
     return keys
 
@@ -75,9 +81,13 @@ def create_key(path: Path, name: str, scopes: list[str]) -> str:
     entries = _entries(path)
     if any(e["name"] == name for e in entries):
         raise KeysFileError(f"a key named {name!r} exists in {path} already")
-    key = secrets.token_urlsafe(32)
+    key = new_key()
     register_key(path, name, key, scopes)
     return key
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
 
 
 def register_key(path: Path, name: str, key: str, scopes: list[str]) -> None:

@@ -3,9 +3,10 @@
 - **Routing**: the endpoint is whatever the live routing file (written by promotion and rollback)
   names; the file is re-read whenever its stat changes, so a switch needs no restart.
 - **Micro-batching**: the MLflow scoring server has one worker and no batching, so concurrent
-  requests queue behind each other there. Here they are coalesced: a batch leaves when it is full
-  (``batch_max_size``) or when ``batch_max_wait_ms`` has passed, with at most
-  ``batch_max_inflight`` batches on the wire at once; what arrives meanwhile forms the next batch.
+  requests queue behind each other there. Here they are coalesced: with nothing in flight a
+  message leaves at once; otherwise a batch leaves when it is full (``batch_max_size``) or when
+  ``batch_max_wait_ms`` has passed, with at most ``batch_max_inflight`` batches on the wire at
+  once; what arrives meanwhile joins the next batch.
 - **Degraded mode**: a message gets the model's answer within ``deadline_s`` or the local fallback
   estimate, flagged degraded. Failed or slow calls feed a circuit breaker; while it is open the
   fallback answers at once.
@@ -157,7 +158,10 @@ class EmotionClient:
     async def _dispatch(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            give_up_at = time.monotonic() + self._max_wait_s
+            # Idle endpoint: send at once (no added latency at low load). Busy: wait a little
+            # for company, since this batch would queue behind the one in flight anyway.
+            wait_s = self._max_wait_s if self._batches else 0.0
+            give_up_at = time.monotonic() + wait_s
             while len(batch) < self._max_size:
                 remaining = give_up_at - time.monotonic()
                 try:

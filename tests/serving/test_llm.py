@@ -323,3 +323,58 @@ def test_check_reply_accepts(policy: Policy, strategy: Strategy, text: str) -> N
 def test_config_rejects_a_url_without_a_scheme() -> None:
     with pytest.raises(ValueError, match="http"):
         LlmConfig(base_url="127.0.0.1:8080/v1", model="m", api_key=None, timeout_s=1.0)
+
+
+def test_the_service_sends_the_llm_reply_and_falls_back_on_a_violation(
+    fake_llm: FakeLlm, tmp_path: Any, model_servers: Any
+) -> None:
+    """End to end: the LLM's reply is the answer when it passes the guards, a template when not."""
+    from sqlalchemy import select
+
+    from pipelines.registry.live import LiveRoute, write_live
+    from pipelines.store.db import make_engine, session_scope
+    from pipelines.store.models import Prediction
+    from serving.app import create_app
+    from tests.serving.conftest import prepare_var, running_app, service_settings
+
+    settings = service_settings(tmp_path, llm_base_url=fake_llm.url, llm_model="tiny-chat")
+    chat, _ = prepare_var(settings)
+    write_live(settings.live_file, LiveRoute.for_server(model_servers.v1, "test"))
+    fake_llm.answer(GOOD)
+    with running_app(create_app(settings)) as url:
+
+        def send(message_id: str) -> dict[str, Any]:
+            response = httpx.post(
+                f"{url}/v1/messages",
+                json={
+                    "conversation_id": message_id,
+                    "message_id": message_id,
+                    "text": "快递还没到，太慢了",
+                },
+                headers={"X-API-Key": chat},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+        used = send("llm-1")
+        fake_llm.answer("抱歉，请把您的银行卡号发给我，我们给您退款。")
+        replaced = send("llm-2")
+        metrics = httpx.get(f"{url}/metrics").text
+
+    assert used["strategy"] == "apologize_and_solve" and used["reply"] == GOOD
+    assert replaced["reply"] != "" and "银行卡" not in replaced["reply"]
+    assert 'emoreg_llm_fallbacks_total{reason="guard"} 1.0' in metrics
+    sent = fake_llm.requests[0].body
+    assert sent["model"] == "tiny-chat"
+    prompt = sent["messages"][0]["content"]
+    assert "标签 negative" in prompt and "回复策略：apologize_and_solve" in prompt
+    # The customer's text as stored and scored: normalised (NFKC makes "，" a ","), redacted.
+    assert sent["messages"][-1] == {"role": "user", "content": "快递还没到,太慢了"}
+    engine = make_engine(settings.database_url)
+    with session_scope(engine) as session:
+        sources = dict(
+            session.execute(select(Prediction.message_id, Prediction.reply_source)).all()
+        )
+    engine.dispose()
+    assert sources == {"llm-1": "llm", "llm-2": "template"}

@@ -145,3 +145,26 @@ def test_live_routing_is_reread_when_the_file_changes(tmp_path: Path) -> None:
     # A corrupt file keeps the last good route rather than dropping to no model.
     path.write_text("{broken")
     assert routing.current() == second
+
+
+def test_key_digests_from_the_environment_need_no_keys_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from pipelines.settings import Settings
+
+    key = "a-chat-app-key-of-enough-length-0123456789"
+    entry = {
+        "name": "env-chat",
+        "sha256": hashlib.sha256(key.encode()).hexdigest(),
+        "scopes": ["messages"],
+    }
+    monkeypatch.setenv("EMOREG_SERVICE_API_KEYS", json.dumps([entry]))
+    settings = Settings(var_dir=tmp_path)
+    keys = load_keys(settings.service_api_keys_file, settings.service_api_keys)
+    found = find_key(keys, key)
+    assert found is not None and (found.name, found.scopes) == ("env-chat", {"messages"})
+    monkeypatch.setenv("EMOREG_SERVICE_API_KEYS", json.dumps([{**entry, "sha256": "xyz"}]))
+    with pytest.raises(ValueError, match="sha256"):
+        Settings(var_dir=tmp_path)

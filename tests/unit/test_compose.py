@@ -7,6 +7,7 @@ which is what the contract tests read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -30,15 +31,19 @@ SECRET_VARIABLES = (
     "AIRFLOW_API_SECRET_KEY",
     "AIRFLOW_FERNET_KEY",
 )
-TEST_ENV = {name: f"test-{name.lower().replace('_', '-')}" for name in SECRET_VARIABLES}
+# Not a secret (SHA-256 digests of the regulation API's keys) but required all the same.
+API_KEYS_VARIABLE = "EMOREG_SERVICE_API_KEYS"
+TEST_ENV = {name: f"test-{name.lower().replace('_', '-')}" for name in SECRET_VARIABLES} | {
+    API_KEYS_VARIABLE: '[{"name":"t","sha256":"' + "a" * 64 + '","scopes":["messages"]}]'
+}
 AIRFLOW_SERVICES = (
     "airflow-apiserver",
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
 )
-SERVICES = ("postgres", "mlflow", "airflow-init", *AIRFLOW_SERVICES, "pipeline")
-PLATFORM_SERVICES = ("airflow-init", *AIRFLOW_SERVICES, "pipeline")  # run our code
+SERVICES = ("postgres", "mlflow", "airflow-init", *AIRFLOW_SERVICES, "regulation", "pipeline")
+PLATFORM_SERVICES = ("airflow-init", *AIRFLOW_SERVICES, "regulation", "pipeline")  # our code
 ONE_SHOT_SERVICES = ("airflow-init", "pipeline")
 
 
@@ -50,7 +55,7 @@ def compose_binary() -> str:
 def run_config(
     compose_file: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+    environment = {k: v for k, v in os.environ.items() if k not in TEST_ENV}
     environment.update(TEST_ENV if env is None else env)
     return subprocess.run(
         [compose_binary(), "-f", str(compose_file), "--profile", "job", "config", *args],
@@ -170,11 +175,22 @@ def test_the_secret_generator_fills_every_variable(tmp_path):
     env_file = tmp_path / "compose.env"
     subprocess.run([str(ROOT / "docker" / "make-env.sh"), str(env_file)], check=True)
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
-    assert set(values) == {*SECRET_VARIABLES, "AIRFLOW_ADMIN_PASSWORD"}
+    assert set(values) == {*SECRET_VARIABLES, "AIRFLOW_ADMIN_PASSWORD", API_KEYS_VARIABLE}
+    digests = json.loads(values.pop(API_KEYS_VARIABLE))
     assert all(re.fullmatch(r"[A-Za-z0-9_=-]{24,}", value) for value in values.values()), values
     assert env_file.stat().st_mode & 0o077 == 0
+    # The API keys themselves are in their own file; the stack gets their SHA-256 digests only.
+    keys_file = tmp_path / "compose-api-keys.env"
+    keys = dict(line.split("=", 1) for line in keys_file.read_text().splitlines())
+    assert keys_file.stat().st_mode & 0o077 == 0
+    assert set(keys) == {"EMOREG_CHAT_KEY", "EMOREG_AGENT_KEY"}
+    by_digest = {entry["sha256"]: entry for entry in digests}
+    chat = by_digest[hashlib.sha256(keys["EMOREG_CHAT_KEY"].encode()).hexdigest()]
+    agent = by_digest[hashlib.sha256(keys["EMOREG_AGENT_KEY"].encode()).hexdigest()]
+    assert (chat["scopes"], agent["scopes"]) == (["messages"], ["feedback", "read"])
+    assert keys["EMOREG_CHAT_KEY"] not in env_file.read_text()
     args = ["--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"]
-    environment_ = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+    environment_ = {k: v for k, v in os.environ.items() if k not in TEST_ENV}
     result = subprocess.run(
         [compose_binary(), *args], capture_output=True, text=True, check=False, env=environment_
     )
@@ -194,13 +210,24 @@ def test_published_ports_bind_to_loopback_only(name):
         assert port.get("host_ip") == "127.0.0.1", port
 
 
-def test_only_the_two_uis_are_published():
+def test_only_the_uis_and_the_regulation_api_are_published():
     published = {
         name: sorted(int(port["target"]) for port in definition.get("ports", []))
         for name, definition in rendered()["services"].items()
         if definition.get("ports")
     }
-    assert published == {"mlflow": [5000], "airflow-apiserver": [8080]}
+    assert published == {"mlflow": [5000], "airflow-apiserver": [8080], "regulation": [8000]}
+
+
+def test_the_regulation_service_reads_the_live_route_and_its_key_digests():
+    assert command("regulation")[:4] == ["python", "-m", "serving", "serve"]
+    assert command("regulation")[-2:] == ["--port", "8000"]
+    volume = mounts("regulation")["/app/var/serving"]
+    assert volume["source"] == "serving" and volume["read_only"] is True
+    assert environment("regulation")[API_KEYS_VARIABLE] == TEST_ENV[API_KEYS_VARIABLE]
+    assert service("regulation")["depends_on"]["airflow-init"]["condition"] == (
+        "service_completed_successfully"
+    )
 
 
 @pytest.mark.parametrize("name", [s for s in SERVICES if s not in ONE_SHOT_SERVICES])
