@@ -93,6 +93,7 @@ class Turn:
     p_negative: float
     strategy: str
     escalate: bool
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,10 @@ def trajectory(
 
 def decide(policy: Policy, emotion: Emotion, history: Sequence[Turn], text: str) -> Decision:
     """The strategy for the current message (see the module docstring for the rule order)."""
-    topic = detect_topic(policy, text)
+    # "还是没到！" names no topic of its own: it continues the conversation's latest one.
+    topic = detect_topic(policy, text) or next(
+        (t.topic for t in reversed(history) if t.topic), None
+    )
     escalation = policy.escalation
     previous = history[-1] if history else None
     released = False

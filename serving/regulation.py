@@ -292,7 +292,7 @@ def _emotion(estimate: EmotionEstimate) -> Emotion:
 
 
 def _turns(history: list[repo.PriorTurn]) -> list[Turn]:
-    return [Turn(t.label, t.p_negative, t.strategy, t.escalate) for t in history]
+    return [Turn(t.label, t.p_negative, t.strategy, t.escalate, t.topic) for t in history]
 
 
 def _stored_context(context: MessageContext | None) -> dict[str, Any] | None:

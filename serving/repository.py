@@ -34,6 +34,7 @@ class PriorTurn:
     p_negative: float
     strategy: str
     escalate: bool
+    topic: str | None
 
 
 def prediction_id(message_id: str) -> str:
@@ -112,6 +113,7 @@ def prior_turns(session: Session, conversation_id: str, before_turn: int) -> lis
                     p_negative=float(prediction.probabilities.get("negative", 0.0)),
                     strategy=prediction.strategy or "",
                     escalate=bool(prediction.escalate),
+                    topic=prediction.topic,
                 )
             )
     return turns

@@ -398,3 +398,18 @@ def test_shipped_policy_loads_every_strategy() -> None:
         "payment",
     ]
     assert policy.strategies[Strategy.COMPENSATE].solution == "coupon"
+
+
+def test_a_message_without_a_topic_continues_the_conversations_topic(policy: Policy) -> None:
+    history = [
+        Turn("negative", 0.8, Strategy.APOLOGIZE_AND_SOLVE, False, topic="quality"),
+        Turn("neutral", 0.2, Strategy.ACKNOWLEDGE_AND_ANSWER, False, topic=None),
+    ]
+    carried = decide(policy, emo("negative", 0.6, 0.3, 0.1), history, "还是不行！")
+    assert (carried.topic, carried.solution) == ("quality", "return_label")
+    # A topic of its own wins over the history's.
+    own = decide(policy, emo("negative", 0.6, 0.3, 0.1), history, "我要退款")
+    assert (own.topic, own.solution) == ("refund_return", "refund_timeline")
+    # Nothing in the text or the history: no topic, no solution.
+    none = decide(policy, emo("negative", 0.6, 0.3, 0.1), [], "还是不行！")
+    assert (none.topic, none.solution) == (None, None)
