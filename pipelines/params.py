@@ -68,7 +68,7 @@ class TrainParams(_Section):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     freeze_embeddings: bool = True
     num_layers: int | None = Field(None, ge=1)
     prune_vocab: bool = True

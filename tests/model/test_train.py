@@ -172,7 +172,8 @@ def test_bf16_autocast_trains_as_well_as_fp32(
 
     settings, fp32 = trained
     bf16 = train(settings, tiny_params(base_dir, precision="bf16"))
-    assert mlflow.get_run(bf16.run_id).data.params["train.precision"] == "bf16"
+    logged = mlflow.get_run(bf16.run_id).data.params
+    assert (logged["train.precision"], logged["train.precision_effective"]) == ("bf16", "bf16")
     assert np.isfinite(bf16.metrics["train_loss"])
     # Same seed and batches, but bf16 products are not bit-equal: the run really used autocast.
     assert bf16.metrics["train_loss"] != fp32.metrics["train_loss"]
@@ -364,3 +365,18 @@ def test_cli_trains_a_headless_wordpiece_model_and_prints_the_pointer(
     assert logged["rows.train_rows"] == "9"
     out = mlflow.pyfunc.load_model(printed["model_uri"]).predict(pd.DataFrame({"text": ["在吗"]}))
     assert out["label"].iloc[0] in LABELS
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it(tmp_path: Path) -> None:
+    from pipelines.model.train import effective_precision, native_bf16
+
+    epyc = tmp_path / "cpuinfo-avx2"
+    epyc.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    sapphire = tmp_path / "cpuinfo-amx"
+    sapphire.write_text("processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert native_bf16(epyc) is False and native_bf16(sapphire) is True
+    assert native_bf16(tmp_path / "missing") is False
+    assert effective_precision("auto", native=False) == "fp32"
+    assert effective_precision("auto", native=True) == "bf16"
+    assert effective_precision("bf16", native=False) == "bf16"  # an explicit choice is kept
+    assert effective_precision("fp32", native=True) == "fp32"
