@@ -124,7 +124,8 @@ def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
+    flag_lines = [line for line in text.splitlines() if line.startswith("flags")]
+    flags = {flag for line in flag_lines for flag in line.split()}
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
