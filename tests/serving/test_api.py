@@ -292,3 +292,32 @@ def test_readiness_fails_without_a_live_model(service: Service) -> None:
     ready = httpx.get(f"{service.url}/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["model"] is False
+
+
+def test_a_message_stored_before_a_crash_is_finished_by_its_retry(service: Service) -> None:
+    """The message was committed, then the service died before its prediction: the retry
+    answers it and stores the prediction, without a second message."""
+    from datetime import datetime
+
+    from pipelines.store.models import Conversation, Role
+
+    engine = make_engine(service.settings.database_url)
+    with session_scope(engine) as session:
+        session.add(Conversation(id="c-crash", started_at=datetime(2026, 12, 3, 9)))
+        session.add(
+            Message(
+                id="m-crash",
+                conversation_id="c-crash",
+                turn=0,
+                role=Role.customer,
+                text="质量很好,非常满意",  # as the service stores it: normalised (NFKC comma)
+                created_at=datetime(2026, 12, 3, 9),
+            )
+        )
+    engine.dispose()
+    answer = service.post_message(
+        {"conversation_id": "c-crash", "message_id": "m-crash", "text": "质量很好，非常满意"}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["emotion"]["label"] == "positive"
+    assert counts(service) == (1, 1, 0)
