@@ -30,7 +30,7 @@ from pipelines.registry.live import LiveRoute, read_live
 from pipelines.registry.server import invocations_payload, prediction_records
 from serving.breaker import CircuitBreaker
 from serving.fallback import FALLBACK_VERSION, Lexicon, estimate
-from serving.schemas import LABELS
+from serving.policy import LABELS
 
 log = logging.getLogger(__name__)
 

@@ -207,8 +207,7 @@ class Regulator:
             strategy=str(decision.strategy),
             topic=decision.topic,
             escalate=decision.escalate,
-            # Templates are redacted already; this also covers an LLM's text, whatever it held.
-            reply=redact(reply.text),
+            reply=reply.text,  # both writers redact what they return
             reply_source=reply.source,
             request_id=request_id,
             degraded=emotion.degraded,

@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
-LABELS = ("negative", "neutral", "positive")
 # Control characters and lone surrogates: never meaningful in a chat message, and a lone
 # surrogate cannot even be written as UTF-8 (it would fail later, in the store).
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs"}

@@ -10,10 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from pipelines.registry.live import LiveRoute, write_live
-from pipelines.store.db import make_engine, session_scope, upgrade
+from pipelines.store.db import make_engine, session_scope
 from pipelines.store.models import Message, Prediction
-from serving.auth import create_key
-from tests.serving.conftest import ModelServers, running_app, service_settings
+from tests.serving.conftest import ModelServers, prepare_var, running_app, service_settings
 from tests.store.test_postgres import postgres_url  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.postgres
@@ -28,9 +27,7 @@ def pg_service(
     from serving.app import create_app
 
     settings = service_settings(tmp_path, database_url=postgres_url)
-    upgrade(postgres_url)
-    chat = create_key(settings.service_api_keys_file, "chat", ["messages"])
-    agent = create_key(settings.service_api_keys_file, "agent", ["feedback", "read"])
+    chat, agent = prepare_var(settings)  # migrates the Postgres schema, creates the keys
     write_live(settings.live_file, LiveRoute.for_server(model_servers.v1, "test"))
     with running_app(create_app(settings)) as url:
         yield url, chat, agent, postgres_url
