@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -135,11 +136,9 @@ async def drive(
     return time.perf_counter() - started, latencies, degraded
 
 
-def bench_in_process(model_uri: str, texts: list[str], clients: int, requests: int) -> Result:
-    import mlflow
+def bench_in_process(model: Any, texts: list[str], clients: int, requests: int) -> Result:
     import pandas as pd
 
-    model = _loaded_model(model_uri, mlflow)
     latencies: list[float] = []
     lock = threading.Lock()
     counter = iter(range(requests))
@@ -161,15 +160,6 @@ def bench_in_process(model_uri: str, texts: list[str], clients: int, requests: i
     for thread in threads:
         thread.join()
     return Result("in-process pyfunc", clients, requests, time.perf_counter() - started, latencies)
-
-
-_MODELS: dict[str, object] = {}
-
-
-def _loaded_model(model_uri: str, mlflow: object) -> object:
-    if model_uri not in _MODELS:
-        _MODELS[model_uri] = mlflow.pyfunc.load_model(model_uri)  # type: ignore[attr-defined]
-    return _MODELS[model_uri]
 
 
 def bench_endpoint(url: str, texts: list[str], clients: int, requests: int) -> Result:
@@ -333,8 +323,11 @@ def main() -> None:
 
     results: list[Result] = []
     if not args.skip_in_process:
+        import mlflow
+
+        model = mlflow.pyfunc.load_model(model_uri)
         for n in clients:
-            results.append(bench_in_process(model_uri, texts, n, args.requests))
+            results.append(bench_in_process(model, texts, n, args.requests))
             print_table(results[-1:])
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         # The bench's own model server (and its record) under a temporary var/.
