@@ -201,6 +201,7 @@ def bench_inference(model_dir: Path, texts: Sequence[str], settings: Settings) -
     import mlflow.pyfunc
     import pandas as pd
 
+    from pipelines.data.textprep import export_package
     from pipelines.model.modeling import copy_transformers_folder, folder_size, log_classifier
     from pipelines.model.modeling import save_classifier as save
     from pipelines.model.vocab import prune_vocabulary
@@ -218,7 +219,8 @@ def bench_inference(model_dir: Path, texts: Sequence[str], settings: Settings) -
         warm_s, _ = timed(lambda: load_base(saved))
         configure_mlflow(settings)
         with mlflow.start_run():
-            info = log_classifier(saved, LABELS)
+            package = export_package(work / "code")
+            info = log_classifier(saved, LABELS, text_package=package, max_chars=512)
         fetch_s, _ = timed(lambda: copy_transformers_folder(info.model_uri, work / "fetched"))
         pyfunc_s, pyfunc = timed(lambda: mlflow.pyfunc.load_model(info.model_uri))
         frame = pd.DataFrame({"text": list(texts[:256])})

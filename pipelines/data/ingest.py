@@ -11,6 +11,11 @@ Label rule, first match wins (documented in the README):
    only when ``prepare.use_predicted_labels`` is on); the service's degraded answers (a local
    fallback estimate, not the model) never count;
 4. none: the row is ``unlabelled``. Agent turns never get a label.
+
+Personal data: every text is normalised and PII-redacted here (``textprep.redact_text``), before
+anything is written, whatever wrote it to the store; the regulation service and the simulator
+already store redacted text, and redacting again changes nothing. So no partition, validation
+report or DVC remote ever holds a phone number, e-mail, ID, card, account or address.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine, or_, select
 
+from pipelines.data.textprep import redact_text
 from pipelines.partitions import Interval, partition_dir, write_parquet
 from pipelines.store.db import assert_migrated, make_engine, store_errors
 from pipelines.store.models import Feedback, FeedbackSource, Message, Prediction, Role, utc_naive
@@ -162,6 +168,7 @@ def ingest(engine: Engine, interval: Interval, partitions_root: Path) -> IngestR
     assert_migrated(engine)
     with store_errors(engine):
         messages, feedback, predictions = _read_frames(engine, interval)
+    messages["text"] = messages["text"].map(redact_text)
     rows = label_messages(messages, feedback, predictions)
     target = write_parquet(rows, partition_dir(partitions_root, interval) / RAW_FILE)
     late = int((rows["created_at"] < utc_naive(interval.start)).sum())

@@ -38,6 +38,15 @@ class Inquiry:
     text: str
     topic: str
     pattern: int  # index into PATTERNS
+    second_pattern: int | None = None  # the occasional second question's template
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """Every template the text was filled from, the main one first."""
+        indices = (
+            (self.pattern,) if self.second_pattern is None else (self.pattern, self.second_pattern)
+        )
+        return tuple(PATTERNS[index].template for index in indices)
 
 
 def _patterns(topic: str, *templates: str) -> list[Pattern]:
@@ -440,6 +449,15 @@ _SUFFIXES = (("", 12), ("谢谢", 3), ("谢谢。", 2), ("麻烦了", 2), ("麻�
              (" 🙏", 1), (" 🤔", 1), (" 📦", 1), ("~", 1))  # fmt: skip
 _TERMINAL = ("？", "?", "。", "！", "!", "~")
 _CONTACTS = ("（联系电话{phone}）", "有问题可以打我电话{phone}", "我的邮箱是{email}")
+# Contact details that customers add to complaints and praise as well: personal data is not a
+# sign of a neutral message (bootstrap adds them to a share of the reviews).
+CONTACT_TEMPLATES = (
+    *_CONTACTS,
+    "我电话{phone}",
+    "手机{phone}，邮箱{email}",
+    "收货地址：{address}",
+    "寄到{address}的",
+)
 
 
 def fill(template: str, rng: random.Random) -> str:
@@ -477,14 +495,16 @@ def _one(rng: random.Random) -> Inquiry:
     index = rng.randrange(len(PATTERNS))
     pattern = PATTERNS[index]
     text = fill(pattern.template, rng)
+    second = None
     if rng.random() < 0.08:
         # A second question on another topic makes the occasional long message.
         if not text.endswith(_TERMINAL):
             text += "。"
+        second = rng.randrange(len(PATTERNS))
         text += rng.choice(("另外，", "还有，", "顺便问下，")) + fill(
-            rng.choice(PATTERNS).template, rng
+            PATTERNS[second].template, rng
         )
-    return Inquiry(_decorate(text, rng), pattern.topic, index)
+    return Inquiry(_decorate(text, rng), pattern.topic, index, second)
 
 
 def generate_inquiry_records(n: int, seed: int) -> list[Inquiry]:

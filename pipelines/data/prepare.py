@@ -5,15 +5,21 @@ interval ends within ``params.prepare.window_days`` before the interval end (and
 Outputs under ``data/prepared/``: ``train.parquet``, ``validation.parquet``, ``test.parquet``
 (columns ``id, text, label, source``; rows sorted by ``id``) and ``manifest.json``.
 
-Every text is normalised, PII-redacted (``pipelines.data.pii``), dropped when it holds fewer than
-``min_chars`` characters besides placeholders, and cut to ``max_chars`` characters (counted as
-``truncated``). Rows are deduplicated by the hash of their final text; conflicting labels of one
-text are resolved by precedence (feedback > bootstrap > prediction), then recency within a tier
-(newer beats older), then majority; ties are dropped. The test split is the bootstrap's golden rows,
-whatever the feedback says; rows equal to a golden text or in the golden hash range never reach
-train/validation. The validation split takes, per label, the rows whose
-``hash_fraction(text, "validation")`` is below ``validation_fraction``, so a text keeps its split
-as data grows.
+Every text goes through ``textprep.prepare_text`` (normalised, PII-redacted, cut to ``max_chars``
+characters: counted as ``truncated``), the function the logged model applies before it scores,
+and is dropped when it holds fewer than ``min_chars`` characters besides placeholders. Rows are
+deduplicated by the hash of their final text; conflicting labels of one text are resolved by
+precedence (feedback > bootstrap > prediction), then recency within a tier (newer beats older),
+then majority; ties are dropped.
+
+Split decisions all use one key, the canonical key (``textprep.canonical_key``: normalised,
+redacted, without punctuation, symbols and whitespace), so near-duplicates cannot straddle a
+split. The test split is the bootstrap's golden rows (golden reviews by canonical key, golden
+inquiries by held-out template), whatever the feedback says. A row whose canonical key equals a
+golden row's, or a feedback row whose key lies in the golden range, never reaches
+train/validation (``golden_leak``). The validation split takes, per label, the rows whose
+canonical key's ``validation`` fraction is below ``validation_fraction``, so a text keeps its
+split as data grows.
 """
 
 from __future__ import annotations
@@ -21,19 +27,27 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
-from pipelines.data.pii import PLACEHOLDERS, redact_with_counts
-from pipelines.data.text import hash_fraction, is_golden, normalize, text_hash
+from pipelines.data.pii import PLACEHOLDERS
+from pipelines.data.text import text_hash
+from pipelines.data.textprep import (
+    canonical_key,
+    content_chars,
+    is_golden_text,
+    key_fraction,
+    prepare_text,
+)
 from pipelines.params import Params, load_params
 from pipelines.partitions import Interval, as_utc, atomic_path, list_partitions
 from pipelines.settings import Settings, get_settings
@@ -57,7 +71,6 @@ PARTITION_COLUMNS = (
 # Which origin wins when one text carries different labels.
 _TIER = {"prediction": 0, "bootstrap": 1, "feedback": 2}
 _FEEDBACK_COLUMNS = ["message_id", "text", "label", "source", "created_at"]
-_PLACEHOLDER_RE = re.compile("|".join(re.escape(token) for token in PLACEHOLDERS.values()))
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,7 @@ class _Candidate(NamedTuple):
     tier: int
     # (when the label was known, when the message was written) in ns; None for bootstrap rows
     recency: tuple[int, int] | None
+    key: str  # canonical key: every split decision is made on it
 
 
 # --- text cleaning -------------------------------------------------------------------------
@@ -118,30 +132,20 @@ class CleanText(NamedTuple):
 
 
 def clean_text(raw: object, *, min_chars: int, max_chars: int) -> CleanText:
-    """Normalise, redact and cut one text.
+    """``textprep.prepare_text``, and None for a text too short to keep.
 
     ``text`` is None when fewer than ``min_chars`` characters remain besides placeholders (a
     message that is only a phone number says nothing about emotion).
     """
-    text, matches = redact_with_counts(normalize(raw if isinstance(raw, str) else ""))
-    kinds = [match.kind for match in matches]
-    if len(_PLACEHOLDER_RE.sub("", text).strip()) < min_chars:
+    text, kinds, truncated = prepare_text(raw if isinstance(raw, str) else "", max_chars)
+    if content_chars(text) < min_chars:
         return CleanText(None, kinds, False)
-    if len(text) <= max_chars:
-        return CleanText(text, kinds, False)
-    return CleanText(_cut(text, max_chars), kinds, True)
-
-
-def _cut(text: str, max_chars: int) -> str:
-    end = max_chars
-    for match in _PLACEHOLDER_RE.finditer(text):
-        if match.start() < end < match.end():  # never leave half a placeholder
-            end = match.start()
-    return text[:end].rstrip()
+    return CleanText(text, kinds, truncated)
 
 
 def _clean_rows(
     rows: Iterable[tuple[object, str, str, str, tuple[int, int] | None]],
+    *,
     min_chars: int,
     max_chars: int,
     report: _Report,
@@ -155,7 +159,11 @@ def _clean_rows(
         if text is None:
             report.dropped["too_short"] += 1
             continue
-        kept.append(_Candidate(text_hash(text), text, label, source, _TIER[origin], recency))
+        kept.append(
+            _Candidate(
+                text_hash(text), text, label, source, _TIER[origin], recency, canonical_key(text)
+            )
+        )
     return kept
 
 
@@ -214,14 +222,15 @@ def _dedupe(rows: Sequence[_Candidate], report: _Report) -> list[_Candidate]:
 def _split_train_validation(
     rows: Sequence[_Candidate], fraction: float, report: _Report
 ) -> tuple[list[_Candidate], list[_Candidate]]:
-    """Per label, by a salted hash of the text: a text's split never depends on other rows.
+    """Per label, by the canonical key: a text's split never depends on other rows, and
+    near-duplicates ("很好", "很好。") fall on the same side.
 
     A label with at least two rows but none below the threshold lends its lowest-hash row to
     validation, so that tiny classes are still measured (counted as ``validation_floor``).
     """
     by_label: dict[str, list[tuple[float, _Candidate]]] = defaultdict(list)
     for row in rows:
-        by_label[row.label].append((hash_fraction(row.text, salt="validation"), row))
+        by_label[row.label].append((key_fraction(row.key, "validation"), row))
     train: list[_Candidate] = []
     validation: list[_Candidate] = []
     for label in sorted(by_label):
@@ -258,23 +267,29 @@ def build_splits(
 
     is_gold = bootstrap["golden"].astype(bool)
     golden = _dedupe(
-        _clean_rows(_bootstrap_rows(bootstrap[is_gold]), prep.min_chars, prep.max_chars, report),
+        _clean_rows(
+            _bootstrap_rows(bootstrap[is_gold]),
+            min_chars=prep.min_chars,
+            max_chars=prep.max_chars,
+            report=report,
+        ),
         report,
     )
-    golden_labels = {row.id: row.label for row in golden}
-
-    others = _clean_rows(
-        [*_bootstrap_rows(bootstrap[~is_gold]), *_feedback_rows(feedback)],
-        prep.min_chars,
-        prep.max_chars,
-        report,
-    )
+    golden_labels = {row.key: row.label for row in golden}
     fraction = params.bootstrap.golden_fraction
+    clean = partial(_clean_rows, min_chars=prep.min_chars, max_chars=prep.max_chars, report=report)
+    # Bootstrap rows carry bootstrap's golden decision (inquiries are golden by template, so a
+    # training inquiry may hash into the golden range); feedback rows are decided here.
+    training_bootstrap = clean(_bootstrap_rows(bootstrap[~is_gold]))
+    feedback_rows = clean(_feedback_rows(feedback))
     allowed = []
-    for row in others:
-        if row.id in golden_labels or is_golden(row.text, fraction):
+    for row, from_feedback in chain(
+        zip(training_bootstrap, repeat(False)), zip(feedback_rows, repeat(True))
+    ):
+        leak = row.key in golden_labels or (from_feedback and is_golden_text(row.text, fraction))
+        if leak:
             report.dropped["golden_leak"] += 1
-            report.golden_disagreements += golden_labels.get(row.id, row.label) != row.label
+            report.golden_disagreements += golden_labels.get(row.key, row.label) != row.label
         else:
             allowed.append(row)
 

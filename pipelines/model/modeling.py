@@ -7,6 +7,13 @@ Keep it free of ``pipelines`` imports (a test loads a model in a clean process t
 
 Pyfunc I/O: a DataFrame with a ``text`` column in; ``label``, ``score`` (probability of the
 label) and ``p_<label>`` per class (in the model's label order) out.
+
+Text in = text trained on: the pyfunc passes every raw text through the platform's text pipeline
+(normalisation, PII redaction, the ``max_chars`` cut of ``prepare``) before it scores. That code
+travels with the model as the ``emoreg_textprep`` package (``code_paths``, a copy of
+``pipelines/data/{textprep,text,pii}.py``), and ``max_chars`` as the model config, so a chat app's
+raw text and a training row reach the classifier in one form. ``TextClassifier`` itself scores
+texts as given (training and validation feed it prepared rows).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HF_ARTIFACT = "hf_model"  # key of the save_pretrained folder among the pyfunc's artifacts
+TEXT_PACKAGE = "emoreg_textprep"  # the text pipeline shipped in the model's code_paths
 DEFAULT_BATCH_SIZE = 32
 # Appended to this module's source to make the logged model file (MLflow "models from code").
 _CODE_FOOTER = "\n\nimport mlflow.models  # noqa: E402\n\nmlflow.models.set_model(make_pyfunc())\n"
@@ -171,15 +179,23 @@ def make_pyfunc() -> Any:
     from mlflow.pyfunc import PythonModel
 
     class EmotionClassifier(PythonModel):
-        """Pyfunc over ``TextClassifier``; the transformers folder is the ``hf_model`` artifact."""
+        """Pyfunc over ``TextClassifier``; the transformers folder is the ``hf_model`` artifact.
+
+        Raw texts go through the shipped text pipeline first (see the module docstring).
+        """
 
         def load_context(self, context: Any) -> None:
+            import importlib
+
             self.classifier = TextClassifier.load(context.artifacts[HF_ARTIFACT])
+            self.prepare_text = importlib.import_module(TEXT_PACKAGE).prepare_text
+            self.max_chars = int(context.model_config["max_chars"])
 
         def predict(
             self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
         ) -> pd.DataFrame:
-            return self.classifier.predict(model_input)
+            texts = [self.prepare_text(text, self.max_chars).text for text in texts_of(model_input)]
+            return proba_frame(self.classifier.predict_proba(texts), self.classifier.labels)
 
     return EmotionClassifier()
 
@@ -213,12 +229,16 @@ def log_classifier(
     model_dir: Path,
     labels: Sequence[str],
     *,
+    text_package: Path,
+    max_chars: int,
     name: str = "model",
     example_texts: Sequence[str] = _EXAMPLE_TEXTS,
 ) -> ModelInfo:
     """Log ``model_dir`` (a save_pretrained folder) as a pyfunc model in the active run.
 
-    Checks that its labels are ``labels`` and that it scores the example before logging.
+    ``text_package`` is the ``emoreg_textprep`` folder (``pipelines.data.textprep.export_package``)
+    and ``max_chars`` prepare's cut: the pyfunc applies both to raw texts before scoring. Checks
+    that the model's labels are ``labels`` and that it scores the example before logging.
     """
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -228,6 +248,10 @@ def log_classifier(
     load_s = time.perf_counter() - started
     if classifier.labels != list(labels):
         raise ValueError(f"model labels {classifier.labels} differ from {list(labels)}")
+    if text_package.name != TEXT_PACKAGE or not (text_package / "__init__.py").is_file():
+        raise ValueError(f"{text_package} is not an {TEXT_PACKAGE} package folder")
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
     example = pd.DataFrame({"text": list(example_texts)})
     signature = infer_signature(example, classifier.predict(example))
     with tempfile.TemporaryDirectory(prefix="emoreg-pyfunc-") as tmp:
@@ -237,6 +261,8 @@ def log_classifier(
             name=name,
             python_model=str(code_file),
             artifacts={HF_ARTIFACT: str(model_dir)},
+            code_paths=[str(text_package)],
+            model_config={"max_chars": max_chars},
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),

@@ -228,7 +228,7 @@ def _log_params(tp: TrainParams, extra: dict[str, Any]) -> None:
 
 
 def train_and_log(
-    setup: Setup, data: PreparedData, labels: list[str], work: Path
+    setup: Setup, data: PreparedData, labels: list[str], work: Path, *, max_chars: int
 ) -> tuple[str, dict[str, float]]:
     """Inside the active run: train, validate per epoch, log the pyfunc model and the row ids.
 
@@ -236,6 +236,7 @@ def train_and_log(
     """
     import mlflow
 
+    from pipelines.data.textprep import export_package
     from pipelines.model.modeling import encode, folder_size, log_classifier, save_classifier
 
     model, tokenizer, texts = setup.model, setup.tokenizer, list(setup.frame["text"])
@@ -266,7 +267,14 @@ def train_and_log(
     ids = encode(tokenizer, texts, tp.max_length)
     history = fit(model, ids, targets, tokenizer.pad_token_id, tp, on_epoch)
     model_dir = save_classifier(model, tokenizer, work / "hf_model", tp.max_length)
-    info = log_classifier(model_dir, labels, name="model")
+    # The served model applies prepare's text pipeline itself: raw text in = text trained on.
+    info = log_classifier(
+        model_dir,
+        labels,
+        text_package=export_package(work / "code"),
+        max_chars=max_chars,
+        name="model",
+    )
     _log_train_ids(setup.frame, work)
     summary = {
         "train_seconds": history.seconds,
@@ -310,7 +318,9 @@ def train(settings: Settings, params: Params) -> TrainResult:
                 },
             )
             mlflow.set_tags({"step": "train", "dataset_hash": data.content_hash})
-            model_uri, metrics = train_and_log(setup, data, labels, Path(tmp))
+            model_uri, metrics = train_and_log(
+                setup, data, labels, Path(tmp), max_chars=params.prepare.max_chars
+            )
     result = TrainResult(
         run_id=run.info.run_id,
         model_uri=model_uri,

@@ -33,7 +33,8 @@ BUCKET_POOL = 50  # batches per pool sorted by length: similar widths, still shu
 class PreparedData:
     train: pd.DataFrame
     validation: pd.DataFrame
-    texts: list[str]  # every prepared text (all splits): the vocabulary must cover them
+    # The training split's texts: vocabulary pruning sees these only, never validation or test
+    texts: list[str]
     content_hash: str
     data_interval: str | None
 
@@ -57,7 +58,7 @@ def load_prepared(prepared_dir: Path, labels: Sequence[str]) -> PreparedData:
     for split in ("train", "validation"):
         check_labels(frames[split], labels, split)
     check_trainable(frames["train"], "train")
-    texts = [str(t) for split in SPLITS for t in frames[split]["text"]]
+    texts = [str(t) for t in frames["train"]["text"]]
     return PreparedData(
         frames["train"],
         frames["validation"],

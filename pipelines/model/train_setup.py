@@ -220,8 +220,9 @@ def prepare_model(
 ) -> Setup:
     """Base or champion weights, layers kept, vocabulary pruned, embeddings frozen, rows chosen.
 
-    The vocabulary is pruned to the pieces of every prepared text (train, validation and test:
-    which pieces exist, never labels), so that evaluation tokenises exactly as the base would.
+    The vocabulary is pruned to the pieces of the training texts (plus every CJK and short ASCII
+    piece, see ``vocab``): what the test texts hold must not shape the model. Other texts still
+    tokenise, Chinese exactly as the base would.
     """
     from pipelines.model.vocab import count_parameters, prune_vocabulary
 

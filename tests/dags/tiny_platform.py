@@ -66,7 +66,8 @@ def _params(root: Path) -> dict[str, Any]:
 def build_tiny_platform(root: Path) -> TinyPlatform:
     """Write the platform under ``root`` and return it with its environment variables."""
     from pipelines.data.simulate import TextPools, simulate
-    from pipelines.data.text import is_golden, normalize, text_hash
+    from pipelines.data.text import normalize, text_hash
+    from pipelines.data.textprep import is_golden_text
     from pipelines.params import Params
     from pipelines.store.db import make_engine, upgrade
     from tests.helpers_models import make_corpus
@@ -87,7 +88,7 @@ def build_tiny_platform(root: Path) -> TinyPlatform:
     )
     corpus = corpus.assign(
         id=corpus["text"].map(text_hash),
-        golden=[is_golden(text, GOLDEN_FRACTION) for text in corpus["text"]],
+        golden=[is_golden_text(text, GOLDEN_FRACTION) for text in corpus["text"]],
     )
     bootstrap = root / "data" / "bootstrap"
     bootstrap.mkdir(parents=True)
@@ -97,7 +98,7 @@ def build_tiny_platform(root: Path) -> TinyPlatform:
 
     # Customer texts of the simulated day: other templated texts, never golden ones.
     chats = make_corpus(150, seed=11).drop_duplicates("text")
-    chats = chats[[not is_golden(normalize(t), GOLDEN_FRACTION) for t in chats["text"]]]
+    chats = chats[[not is_golden_text(t, GOLDEN_FRACTION) for t in chats["text"]]]
     pools = TextPools(
         **{label: tuple(chats.loc[chats["label"] == label, "text"]) for label in params.labels}
     )

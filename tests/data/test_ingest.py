@@ -179,3 +179,22 @@ def test_locked_store_is_a_clear_error_and_writes_nothing(settings, store_url):
         holder.rollback()
         holder.close()
     assert not settings.partitions_dir.exists()
+
+
+def test_personal_data_is_redacted_before_the_partition_is_written(settings, engine):
+    # A writer that bypassed the service (an import, an older client) left raw text behind.
+    add_message(engine, "m-pii", "快递没到！电话13812345678，邮箱li.na@163.com", at(2, 9))
+    add_message(engine, "m-wide", "ＯＲＤＥＲ　订单2026110112345678 Tel:021-64371234", at(2, 10))
+    add_message(engine, "m-clean", "很好用", at(2, 11), conversation_id="c2")
+
+    ingest(engine, DAY, settings.partitions_dir)
+    texts = read_raw(settings).set_index("message_id")["text"].to_dict()
+
+    # Worked out by hand: normalised (NFKC, whitespace), personal data replaced, order kept.
+    assert texts == {
+        "m-pii": "快递没到!电话<PHONE>,邮箱<EMAIL>",
+        "m-wide": "ORDER 订单2026110112345678 Tel:<PHONE>",
+        "m-clean": "很好用",
+    }
+    raw_bytes = (partition_dir(settings.partitions_dir, DAY) / RAW_FILE).read_bytes()
+    assert b"13812345678" not in raw_bytes and b"li.na" not in raw_bytes

