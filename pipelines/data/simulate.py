@@ -29,7 +29,7 @@ from pipelines.data.bootstrap import check_label_contract, inquiry_golden, load_
 from pipelines.data.inquiries import generate_inquiry_records
 from pipelines.data.textprep import is_golden_text, redact_text
 from pipelines.params import SimulateParams
-from pipelines.store.db import assert_migrated, session_scope
+from pipelines.store.db import assert_migrated, session_scope, store_errors
 from pipelines.store.models import Conversation, Feedback, FeedbackSource, Message, Prediction, Role
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,8 @@ def _existing_ids(session: Session, model: Any, ids: Sequence[str]) -> set[str]:
 def write_rows(engine: Engine, rows: SimulatedRows) -> dict[str, int]:
     """Insert the rows whose ids are not in the store yet, in one transaction.
 
-    Returns the number of new rows per table.
+    Returns the number of new rows per table. A locked or unreachable store raises
+    ``StoreError`` and, the transaction rolled back, leaves the store as it was.
     """
     tables: Iterable[tuple[str, Any, list[dict[str, Any]]]] = (
         ("conversations", Conversation, rows.conversations),
@@ -333,7 +334,7 @@ def write_rows(engine: Engine, rows: SimulatedRows) -> dict[str, int]:
         ("feedback", Feedback, rows.feedback),
     )
     inserted: dict[str, int] = {}
-    with session_scope(engine) as session:
+    with store_errors(engine, "write to"), session_scope(engine) as session:
         for name, model, table_rows in tables:
             existing = _existing_ids(session, model, [row["id"] for row in table_rows])
             new = [row for row in table_rows if row["id"] not in existing]

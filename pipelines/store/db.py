@@ -56,16 +56,23 @@ def make_engine(
     return create_engine(url, pool_pre_ping=True, **engine_kwargs)
 
 
+def _reason(exc: BaseException) -> str:
+    """The driver's own one-line message of a SQLAlchemy error (no SQL, no parameters)."""
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig if orig is not None else exc).split())
+
+
 @contextmanager
-def store_errors(engine: Engine) -> Iterator[None]:
-    """Turn a driver's operational error (locked, unreachable) into a readable StoreError."""
+def store_errors(engine: Engine | str, action: str = "read") -> Iterator[None]:
+    """Turn a driver's operational error (locked, unreachable) into a readable StoreError:
+    ``cannot <action> the chat store at <url>: <driver's reason>``."""
     from sqlalchemy.exc import OperationalError
 
+    url = engine.url if isinstance(engine, Engine) else make_url(engine)
     try:
         yield
     except OperationalError as exc:
-        reason = str(exc.orig) if exc.orig is not None else str(exc)
-        raise StoreError(f"cannot read the chat store at {engine.url!r}: {reason}") from exc
+        raise StoreError(f"cannot {action} the chat store at {url!r}: {_reason(exc)}") from exc
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -96,9 +103,14 @@ def _alembic_config(database_url: str) -> AlembicConfig:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Create or migrate the store's schema to ``revision``."""
     from alembic import command
+    from alembic.util import CommandError
 
     make_engine(database_url, create_dir=True).dispose()
-    command.upgrade(_alembic_config(database_url), revision)
+    with store_errors(database_url, "migrate"):
+        try:
+            command.upgrade(_alembic_config(database_url), revision)
+        except CommandError as exc:  # an unknown revision, a broken migration history
+            raise StoreError(f"cannot migrate the chat store to {revision!r}: {exc}") from exc
 
 
 def assert_migrated(engine: Engine) -> None:
@@ -106,7 +118,7 @@ def assert_migrated(engine: Engine) -> None:
     try:
         tables = set(inspect(engine).get_table_names())
     except Exception as exc:  # driver errors differ per backend
-        raise StoreError(f"cannot reach the chat store at {engine.url!r}: {exc}") from exc
+        raise StoreError(f"cannot reach the chat store at {engine.url!r}: {_reason(exc)}") from exc
     missing = {"conversations", "messages", "predictions", "feedback"} - tables
     if missing:
         raise StoreError(

@@ -23,7 +23,6 @@ from pipelines.data.validate import (
     Check,
     PartitionError,
     ValidationFailed,
-    ValidationOutcome,
     label_shares,
     quarantine_reasons,
     validate_partition,
@@ -251,7 +250,8 @@ def test_failing_batch_is_quarantined_whole_and_reported(tmp_path: Path, case: s
     message = str(caught.value)
     assert expectation in message and "why:" in message
     outcome = caught.value.outcome
-    assert isinstance(caught.value, RuntimeError) and not outcome.success
+    assert not outcome.success and outcome.validated_path is None
+    assert outcome.counts == {"raw": len(raw), "validated": 0, "quarantined": len(raw)}
     assert expectation in outcome.failed_expectations
     assert not (directory / VALIDATED_FILE).exists()
     quarantine = read(directory, QUARANTINE_FILE)
@@ -415,7 +415,39 @@ def test_cli_validates_the_interval_it_is_given(
         _cli("--start", "2026-11-02", "--end", "2026-11-03")
 
 
-def test_outcome_paths() -> None:
-    outcome = ValidationOutcome(Path("p"), "messages", True, {}, Path("p") / REPORT_FILE)
-    assert outcome.validated_path == Path("p") / VALIDATED_FILE
-    assert outcome.quarantine_path == Path("p") / QUARANTINE_FILE
+def test_outcome_points_at_the_files_the_run_wrote(tmp_path: Path) -> None:
+    raw = make_messages(30)
+    directory = write_raw(tmp_path, raw)
+
+    passed = run(directory)
+    # The documented file names, written out here rather than taken from the module.
+    assert passed.validated_path == directory / "validated.parquet"
+    assert passed.quarantine_path == directory / "quarantine.parquet"
+    assert passed.report_path == directory / "validation.json"
+    pd.testing.assert_frame_equal(pd.read_parquet(passed.validated_path), raw)
+    assert pd.read_parquet(passed.quarantine_path).empty
+    assert json.loads(passed.report_path.read_text(encoding="utf-8"))["success"] is True
+
+    _bad_rating(raw)
+    write_raw(tmp_path, raw)
+    with pytest.raises(ValidationFailed) as caught:
+        run(directory)
+    failed = caught.value.outcome
+    assert failed.validated_path is None
+    assert not (directory / "validated.parquet").exists()  # the stale one is gone
+    assert len(pd.read_parquet(failed.quarantine_path)) == len(raw)
+
+
+def test_cli_reports_a_failed_batch_without_a_traceback(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.cli import main
+
+    raw = make_messages(30)
+    _bad_rating(raw)
+    write_raw(settings.partitions_dir, raw)
+
+    assert main(["validate", "--start", "2026-11-01", "--end", "2026-11-02"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "expect_column_values_to_be_between(rating)" in err

@@ -72,12 +72,58 @@ def test_shipped_mft_texts_have_one_expected_label(shipped: list[Check]) -> None
     assert not conflicts
 
 
-def test_oracle_passes_every_mft_check(shipped: list[Check]) -> None:
+# Read off expectations/behaviour.yaml by hand: each MFT check's label and number of cases.
+MFT_BY_HAND = {
+    "mft_negative_quality": ("negative", 12),
+    "mft_negative_service": ("negative", 10),
+    "mft_negative_logistics": ("negative", 10),
+    "mft_negative_templates": ("negative", 12),  # 4 items x 3 problems x 1 demand
+    "mft_positive_praise": ("positive", 12),
+    "mft_positive_service": ("positive", 10),
+    "mft_neutral_inquiry": ("neutral", 12),
+    "mft_neutral_templates": ("neutral", 12),  # 4 items x 3 questions
+}
+
+
+def test_mft_checks_are_read_as_written(shipped: list[Check]) -> None:
+    mft = {c.name: (c.expect_label, len(c.cases)) for c in shipped if c.type == "MFT"}
+    assert mft == MFT_BY_HAND
+    cases = {c.name: c.cases for c in shipped}
+    assert cases["mft_negative_quality"][0] == ("质量太差了，要求退款",)
+    assert cases["mft_neutral_inquiry"][-1] == ("请问保修期是多久？",)
+    # Templates expanded by hand: the last item with the last problem, the first with a question.
+    assert ("买的保温杯跟描述的完全不一样，必须给我退款",) in cases["mft_negative_templates"]
+    assert ("请问这款电饭煲能包邮吗？",) in cases["mft_neutral_templates"]
+
+
+def test_mft_scores_follow_the_hand_labels(shipped: list[Check]) -> None:
+    """A model right by the hand table except on three texts chosen here: the pass rates are
+    worked out by hand (threshold 0.9: 10 of 12 fails, 11 of 12 passes)."""
     mft = [c for c in shipped if c.type == "MFT"]
-    truth = {case[0]: str(c.expect_label) for c in mft for case in c.cases}
-    report = run_behaviour_checks(lambda texts: frame([truth[t] for t in texts]), mft)
-    assert report.passed
-    assert report.pass_rate == 1.0
+    hand_label = {text: MFT_BY_HAND[c.name][0] for c in mft for (text,) in c.cases}
+    wrong = {
+        "质量太差了，要求退款": "positive",  # mft_negative_quality
+        "耳机左边没声音，退货！": "neutral",  # mft_negative_quality
+        "请问什么时候发货？": "negative",  # mft_neutral_inquiry
+    }
+    report = run_behaviour_checks(
+        lambda texts: frame([wrong.get(t, hand_label[t]) for t in texts]), mft
+    )
+
+    by_name = {r.name: r for r in report.checks}
+    quality, inquiry = by_name["mft_negative_quality"], by_name["mft_neutral_inquiry"]
+    assert (quality.n_cases, quality.n_passed, quality.passed) == (12, 10, False)
+    assert quality.pass_rate == pytest.approx(10 / 12)
+    assert [(f["texts"], f["predicted"]) for f in quality.failures] == [
+        (["质量太差了，要求退款"], ["positive"]),
+        (["耳机左边没声音，退货！"], ["neutral"]),
+    ]
+    assert (inquiry.n_cases, inquiry.n_passed, inquiry.passed) == (12, 11, True)
+    assert inquiry.failures[0]["texts"] == ["请问什么时候发货？"]
+    others = [r for r in report.checks if r.name not in {quality.name, inquiry.name}]
+    assert [(r.pass_rate, r.failures) for r in others] == [(1.0, [])] * 6
+    assert report.failed_checks == ["mft_negative_quality"]
+    assert report.pass_rate == pytest.approx(87 / 90)  # 90 MFT cases by hand, 3 wrong
 
 
 def test_constant_model_passes_invariance_and_fails_the_rest(shipped: list[Check]) -> None:

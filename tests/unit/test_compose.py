@@ -204,10 +204,22 @@ def test_the_secret_generator_fills_every_variable(tmp_path):
 # --- network exposure, health, start order -----------------------------------------------------
 
 
+# What each service publishes on the host: (host address, host port, container port).
+PUBLISHED = {
+    "mlflow": [("127.0.0.1", 5000, 5000)],
+    "airflow-apiserver": [("127.0.0.1", 8080, 8080)],
+    "regulation": [("127.0.0.1", 8000, 8000)],
+}
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_published_ports_bind_to_loopback_only(name):
-    for port in service(name).get("ports", []):
-        assert port.get("host_ip") == "127.0.0.1", port
+    """Every service is checked: the three UIs/APIs on loopback exactly, the rest on nothing."""
+    ports = [
+        (port.get("host_ip"), int(port["published"]), int(port["target"]))
+        for port in service(name).get("ports", [])
+    ]
+    assert ports == PUBLISHED.get(name, []), name
 
 
 def test_only_the_uis_and_the_regulation_api_are_published():
