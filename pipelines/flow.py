@@ -660,8 +660,7 @@ def train(
     from mlflow import MlflowClient
 
     from pipelines.model.train import train as train_model
-    from pipelines.registry.register import git_commit
-    from pipelines.tracking import configure_mlflow
+    from pipelines.tracking import configure_mlflow, git_commit
 
     settings, params = _context(settings, params)
     params = with_max_train_rows(params, max_train_rows)

@@ -183,7 +183,13 @@ class Params(_Strict):
     @classmethod
     def _fill_from_params_yaml(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {**{section: {} for section in _SECTIONS}, **data}
+            # Every section field left out is built from {}: all of its keys from params.yaml.
+            sections: dict[str, Any] = {
+                field.alias or name: {}
+                for name, field in cls.model_fields.items()
+                if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+            }
+            return {**sections, **data}
         return data
 
     @field_validator("labels")
@@ -192,15 +198,6 @@ class Params(_Strict):
         if len(labels) < 2 or len(set(labels)) != len(labels):
             raise ValueError(f"labels must be at least two distinct names, got {labels!r}")
         return labels
-
-
-_SECTIONS = tuple(
-    c.SECTION
-    for c in (
-        BootstrapParams, SimulateParams, ValidateParams, PrepareParams, TrainParams,
-        EvaluateParams, GateParams, RetrainParams,
-    )
-)  # fmt: skip
 
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str]:

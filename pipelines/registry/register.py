@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from pipelines.evaluation.evaluate import ARTIFACT_DIR, evaluation_record_path
 from pipelines.settings import Settings, get_settings
 from pipelines.tracking import CHALLENGER_ALIAS, UNKNOWN
-from pipelines.tracking import git_commit as git_commit  # re-exported: pipelines.flow uses it
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
