@@ -14,6 +14,12 @@ travels with the model as the ``emoreg_textprep`` package (``code_paths``, a cop
 ``pipelines/data/{textprep,text,pii}.py``), and ``max_chars`` as the model config, so a chat app's
 raw text and a training row reach the classifier in one form. ``TextClassifier`` itself scores
 texts as given (training and validation feed it prepared rows).
+
+Runtime: a model logged with an ONNX file (``onnx_model`` artifact, exported and maybe int8
+quantised by ``pipelines.model.onnx_export``) scores under ONNX Runtime (``OnnxClassifier``:
+tokenizers + onnxruntime + numpy, no torch or transformers import); the ``hf_model`` folder then
+still holds the torch weights, for warm starts and inspection, and the tokenizer. Without it the
+torch weights score (``TextClassifier``). ``model_config["runtime"]`` says which one.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HF_ARTIFACT = "hf_model"  # key of the save_pretrained folder among the pyfunc's artifacts
+ONNX_ARTIFACT = "onnx_model"  # key of the ONNX file the pyfunc scores with, when there is one
+ONNX_INPUTS = ("input_ids", "attention_mask")  # the exported graph's inputs, int64
+# ONNX Runtime's intra-op threads; default: every core. A server running several model
+# workers on one machine sets it lower so that they do not oversubscribe the cores.
+ONNX_THREADS_ENV = "EMOREG_ONNX_THREADS"
 TEXT_PACKAGE = "emoreg_textprep"  # the text pipeline shipped in the model's code_paths
 DEFAULT_BATCH_SIZE = 32
 # Appended to this module's source to make the logged model file (MLflow "models from code").
@@ -167,6 +178,125 @@ class TextClassifier:
         return proba_frame(self.predict_proba(texts_of(model_input)), self.labels)
 
 
+def _config_labels(model_dir: Path) -> list[str]:
+    """Label names from a transformers ``config.json`` (no transformers import)."""
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    id2label = {int(k): str(v) for k, v in config["id2label"].items()}
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def onnx_threads() -> int:
+    import os
+
+    value = os.environ.get(ONNX_THREADS_ENV, "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{ONNX_THREADS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class OnnxClassifier:
+    """The same classifier exported to ONNX, scored by ONNX Runtime.
+
+    Tokenises with the folder's ``tokenizer.json`` (the fast tokenizer transformers saved:
+    special tokens and truncation as ``TextClassifier`` applies them) and pads with numpy.
+    """
+
+    session: Any
+    tokenizer: Any  # tokenizers.Tokenizer, truncating at max_length
+    pad_id: int
+    labels: list[str]
+    max_length: int
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        onnx_file: str | Path,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        threads: int | None = None,
+    ) -> OnnxClassifier:
+        import json
+
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model_dir, onnx_file = Path(model_dir), Path(onnx_file)
+        for needed in (model_dir / "config.json", model_dir / "tokenizer.json", onnx_file):
+            if not needed.is_file():
+                raise FileNotFoundError(f"{needed} not found: not an exported classifier")
+        tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text("utf-8"))
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        limit = int(config.get("max_position_embeddings", 512))
+        max_length = max(2, min(int(tokenizer_config.get("model_max_length") or limit), limit))
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length)
+        pad_token = tokenizer_config.get("pad_token")
+        pad_id = tokenizer.token_to_id(pad_token) if isinstance(pad_token, str) else None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or onnx_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+        names = [node.name for node in session.get_inputs()]
+        if names != list(ONNX_INPUTS):
+            raise ValueError(f"{onnx_file} takes inputs {names}, expected {list(ONNX_INPUTS)}")
+        return cls(
+            session,
+            tokenizer,
+            int(pad_id if pad_id is not None else config.get("pad_token_id") or 0),
+            _config_labels(model_dir),
+            max_length,
+            batch_size,
+        )
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [list(e.ids) for e in self.tokenizer.encode_batch(list(texts))] if texts else []
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        proba = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        if not texts:
+            return proba
+        ids = self.encode(texts)
+        order = np.argsort([len(seq) for seq in ids], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = max(len(ids[i]) for i in rows)
+            input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for row, index in enumerate(rows):
+                input_ids[row, : len(ids[index])] = ids[index]
+                mask[row, : len(ids[index])] = 1
+            (logits,) = self.session.run(
+                ["logits"], {"input_ids": input_ids, "attention_mask": mask}
+            )
+            proba[rows] = _softmax(logits.astype(np.float64))
+        return proba
+
+    def predict(self, model_input: Any) -> pd.DataFrame:
+        return proba_frame(self.predict_proba(texts_of(model_input)), self.labels)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def load_scorer(
+    model_dir: str | Path, onnx_file: str | Path | None
+) -> TextClassifier | OnnxClassifier:
+    """The ONNX Runtime classifier when there is an ONNX file, else the torch one."""
+    if onnx_file is not None:
+        return OnnxClassifier.load(model_dir, onnx_file)
+    return TextClassifier.load(model_dir)
+
+
 def max_length_of(model: Any, tokenizer: Any) -> int:
     """The saved tokenizer's ``model_max_length``, capped by the model's position embeddings."""
     limit = int(getattr(model.config, "max_position_embeddings", 512))
@@ -179,7 +309,7 @@ def make_pyfunc() -> Any:
     from mlflow.pyfunc import PythonModel
 
     class EmotionClassifier(PythonModel):
-        """Pyfunc over ``TextClassifier``; the transformers folder is the ``hf_model`` artifact.
+        """Pyfunc over ``OnnxClassifier`` (or ``TextClassifier`` for a torch-only model).
 
         Raw texts go through the shipped text pipeline first (see the module docstring).
         """
@@ -187,7 +317,9 @@ def make_pyfunc() -> Any:
         def load_context(self, context: Any) -> None:
             import importlib
 
-            self.classifier = TextClassifier.load(context.artifacts[HF_ARTIFACT])
+            self.classifier = load_scorer(
+                context.artifacts[HF_ARTIFACT], context.artifacts.get(ONNX_ARTIFACT)
+            )
             self.prepare_text = importlib.import_module(TEXT_PACKAGE).prepare_text
             self.max_chars = int(context.model_config["max_chars"])
 
@@ -215,7 +347,8 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     pins = []
-    for package in ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas"):
+    packages = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas")
+    for package in (*packages, "onnxruntime"):
         pins.append(f"{package}=={version(package).split('+')[0]}")
     pins.append(f"numpy=={version('numpy')}")
     return pins
@@ -231,20 +364,24 @@ def log_classifier(
     *,
     text_package: Path,
     max_chars: int,
+    onnx_file: Path | None = None,
+    runtime: str = "torch",
     name: str = "model",
     example_texts: Sequence[str] = _EXAMPLE_TEXTS,
 ) -> ModelInfo:
     """Log ``model_dir`` (a save_pretrained folder) as a pyfunc model in the active run.
 
     ``text_package`` is the ``emoreg_textprep`` folder (``pipelines.data.textprep.export_package``)
-    and ``max_chars`` prepare's cut: the pyfunc applies both to raw texts before scoring. Checks
-    that the model's labels are ``labels`` and that it scores the example before logging.
+    and ``max_chars`` prepare's cut: the pyfunc applies both to raw texts before scoring. With
+    ``onnx_file`` (the exported graph of the same weights) the pyfunc scores under ONNX Runtime;
+    ``runtime`` names the form (``onnx-int8``, ``onnx-fp32``, ``torch``) in the model config.
+    Checks that the model's labels are ``labels`` and that it scores the example before logging.
     """
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     started = time.perf_counter()
-    classifier = TextClassifier.load(model_dir)
+    classifier = load_scorer(model_dir, onnx_file)
     load_s = time.perf_counter() - started
     if classifier.labels != list(labels):
         raise ValueError(f"model labels {classifier.labels} differ from {list(labels)}")
@@ -252,6 +389,11 @@ def log_classifier(
         raise ValueError(f"{text_package} is not an {TEXT_PACKAGE} package folder")
     if max_chars < 1:
         raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    if (onnx_file is None) != (runtime == "torch"):
+        raise ValueError(f"runtime {runtime!r} does not fit onnx_file={onnx_file}")
+    artifacts = {HF_ARTIFACT: str(model_dir)}
+    if onnx_file is not None:
+        artifacts[ONNX_ARTIFACT] = str(onnx_file)
     example = pd.DataFrame({"text": list(example_texts)})
     signature = infer_signature(example, classifier.predict(example))
     with tempfile.TemporaryDirectory(prefix="emoreg-pyfunc-") as tmp:
@@ -260,16 +402,20 @@ def log_classifier(
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(code_file),
-            artifacts={HF_ARTIFACT: str(model_dir)},
+            artifacts=artifacts,
             code_paths=[str(text_package)],
-            model_config={"max_chars": max_chars},
+            model_config={"max_chars": max_chars, "runtime": runtime},
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
         )
-    size = folder_size(model_dir)
+    size = folder_size(model_dir) + (onnx_file.stat().st_size if onnx_file else 0)
     log.info(
-        "logged %s: %.1f MB of weights and tokenizer, loads in %.2f s", name, size / 1e6, load_s
+        "logged %s (%s): %.1f MB of weights and tokenizer, loads in %.2f s",
+        name,
+        runtime,
+        size / 1e6,
+        load_s,
     )
     return info
 

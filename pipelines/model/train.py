@@ -4,7 +4,8 @@ Reads ``data/prepared/{train,validation,test}.parquet`` (columns ``id, text, lab
 ``manifest.json`` (``content_hash``). Fine-tunes ``AutoModelForSequenceClassification`` on CPU,
 seeded, with length-bucketed dynamic padding; evaluates on the validation split after every
 epoch; logs params, per-epoch metrics and the pyfunc model (``pipelines.model.modeling``) in one
-run; writes ``var/runs/train.json`` (``run_id``, ``model_uri``, ...) for ``evaluate``.
+run, served under ONNX Runtime (int8 or fp32, chosen on the validation split by
+``pipelines.model.onnx_export``; ``train.inference``) with the torch weights beside it; writes ``var/runs/train.json`` (``run_id``, ``model_uri``, ...) for ``evaluate``.
 
 Warm start (``train.warm_start``): the weights of ``models:/<name>@champion``, trained on the rows
 the champion has not seen (by ``id``; each run logs its training ids as ``data/train_ids.parquet``)
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,9 @@ from pipelines.model.train_setup import (
 from pipelines.params import Params, TrainParams
 from pipelines.partitions import write_json
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.model.onnx_export import RuntimeChoice
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +107,15 @@ def validate_model(
     batch_size: int,
 ) -> dict[str, float]:
     """Accuracy, macro-F1 and cross-entropy on a labelled frame."""
-    from pipelines.evaluation.metrics import classification_metrics
     from pipelines.model.modeling import predict_proba
 
     proba = predict_proba(model, tokenizer, list(frame["text"]), max_length, batch_size)
+    return proba_scores(proba, frame, labels)
+
+
+def proba_scores(proba: np.ndarray, frame: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
+    from pipelines.evaluation.metrics import classification_metrics
+
     truth = [labels.index(v) for v in frame["label"]]
     predicted = [labels[i] for i in proba.argmax(axis=1)]
     scores = classification_metrics(list(frame["label"]), predicted, proba, labels)
@@ -237,7 +246,14 @@ def train_and_log(
     import mlflow
 
     from pipelines.data.textprep import export_package
-    from pipelines.model.modeling import encode, folder_size, log_classifier, save_classifier
+    from pipelines.model.modeling import (
+        encode,
+        folder_size,
+        log_classifier,
+        predict_proba,
+        save_classifier,
+    )
+    from pipelines.model.onnx_export import choose_runtime
 
     model, tokenizer, texts = setup.model, setup.tokenizer, list(setup.frame["text"])
     tp = setup.tp.model_copy(update={"precision": effective_precision(setup.tp.precision)})
@@ -252,12 +268,16 @@ def train_and_log(
         {k: v for k, v in setup.params.items() if k.startswith(("rows.", "model.", "vocab."))},
     )
 
+    val_proba: list[np.ndarray] = []  # the last epoch's validation scores: the ONNX reference
+
     def on_epoch(epoch: int, train_loss: float) -> dict[str, float]:
         metrics = {"train_loss": train_loss}
         if len(data.validation):
-            scores = validate_model(
-                model, tokenizer, data.validation, labels, tp.max_length, tp.eval_batch_size
+            proba = predict_proba(
+                model, tokenizer, list(data.validation["text"]), tp.max_length, tp.eval_batch_size
             )
+            val_proba[:] = [proba]
+            scores = proba_scores(proba, data.validation, labels)
             metrics |= {f"val_{k}": v for k, v in scores.items()}
         mlflow.log_metrics(metrics, step=epoch)
         log.info("epoch %d: %s", epoch, _fmt_metrics(metrics))
@@ -267,12 +287,24 @@ def train_and_log(
     ids = encode(tokenizer, texts, tp.max_length)
     history = fit(model, ids, targets, tokenizer.pad_token_id, tp, on_epoch)
     model_dir = save_classifier(model, tokenizer, work / "hf_model", tp.max_length)
+    choice = choose_runtime(
+        model_dir,
+        data.validation,
+        val_proba[0] if val_proba else np.zeros((0, len(labels))),
+        labels,
+        work,
+        inference=tp.inference,
+        int8_max_accuracy_loss=tp.int8_max_accuracy_loss,
+    )
+    _log_runtime_choice(choice)
     # The served model applies prepare's text pipeline itself: raw text in = text trained on.
     info = log_classifier(
         model_dir,
         labels,
         text_package=export_package(work / "code"),
         max_chars=max_chars,
+        onnx_file=choice.onnx_file,
+        runtime=choice.runtime,
         name="model",
     )
     _log_train_ids(setup.frame, work)
@@ -336,6 +368,23 @@ def train(settings: Settings, params: Params) -> TrainResult:
     )
     write_json(result.as_dict(), train_pointer(settings))
     return result
+
+
+def _log_runtime_choice(choice: RuntimeChoice) -> None:
+    import mlflow
+
+    mlflow.log_param("inference_runtime", choice.runtime)
+    mlflow.set_tag("inference_runtime", choice.runtime)
+    accuracies = {f"val_accuracy_{k.replace('-', '_')}": v for k, v in choice.val_accuracy.items()}
+    mlflow.log_metrics(
+        {k: v for k, v in accuracies.items() if v == v} | {"onnx_export_s": choice.export_s}
+    )
+    log.info(
+        "served form: %s (%s); validation accuracy %s",
+        choice.runtime,
+        choice.reason,
+        {k: round(v, 4) for k, v in choice.val_accuracy.items()},
+    )
 
 
 def _log_train_ids(frame: pd.DataFrame, work: Path) -> None:

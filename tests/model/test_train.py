@@ -127,7 +127,22 @@ def test_train_logs_a_run_and_a_loadable_pyfunc(trained: tuple[Settings, TrainRe
     artifacts = [a.path for a in client.list_artifacts(result.run_id, "data")]
     assert artifacts == ["data/train_ids.parquet"]
 
+    # Served under ONNX Runtime: int8 when it loses under 0.5 points of validation accuracy
+    # against the torch model (params.yaml), else fp32; the torch weights stay beside it.
+    metrics = run.data.metrics
+    assert metrics["val_accuracy_torch"] == result.metrics["val_accuracy"]
+    assert abs(metrics["val_accuracy_onnx_fp32"] - metrics["val_accuracy_torch"]) < 1e-9
+    int8_loss = metrics["val_accuracy_torch"] - metrics["val_accuracy_onnx_int8"]
+    expected_runtime = "onnx-int8" if int8_loss < 0.005 else "onnx-fp32"
+    assert run.data.params["inference_runtime"] == expected_runtime
+    model_files = {a.path for a in client.list_artifacts(result.run_id, "model/artifacts")}
+    assert model_files == {
+        "model/artifacts/hf_model",
+        f"model/artifacts/model_{expected_runtime.removeprefix('onnx-')}.onnx",
+    }
+
     model = mlflow.pyfunc.load_model(result.model_uri)
+    assert model.model_config["runtime"] == expected_runtime
     texts = ["客服态度很差!", "请问什么时候发货", "很好很满意"]
     out = model.predict(pd.DataFrame({"text": texts}))
     assert list(out.columns) == ["label", "score", "p_negative", "p_neutral", "p_positive"]

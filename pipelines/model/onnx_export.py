@@ -1,0 +1,127 @@
+"""ONNX export of a fine-tuned classifier and the choice of the served form: int8 or fp32.
+
+The torch weights (a ``save_pretrained`` folder) are exported to an ONNX graph (fp32, dynamic
+batch and sequence axes) and quantised to int8 with ONNX Runtime's dynamic quantisation
+(weights int8, activations quantised per batch at run time). Both are scored on the validation
+split; int8 is served when it loses less than ``train.int8_max_accuracy_loss`` against the torch
+model there, otherwise fp32 (which scores like torch, several times faster on CPU). The golden
+test set plays no part in the choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from pipelines.model.modeling import ONNX_INPUTS, OnnxClassifier
+
+log = logging.getLogger(__name__)
+
+Inference = Literal["auto", "onnx-int8", "onnx-fp32", "torch"]
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    runtime: str  # onnx-int8, onnx-fp32 or torch
+    onnx_file: Path | None  # the graph the pyfunc scores with; None for torch
+    reason: str
+    val_accuracy: dict[str, float] = field(default_factory=dict)  # per form, when measured
+    export_s: float = 0.0
+
+
+def export_onnx(model_dir: Path, output: Path) -> Path:
+    """Export the folder's classifier to ``output`` (fp32 graph, logits out)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, local_files_only=True, dtype=torch.float32
+    )
+    model.eval()
+    # Any ids below the vocabulary size do; two rows of different lengths exercise the mask.
+    input_ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]], dtype=torch.long)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.long)
+    dynamic = {0: "batch", 1: "sequence"}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        torch.onnx.export(
+            model,
+            (input_ids, mask),
+            str(output),
+            input_names=list(ONNX_INPUTS),
+            output_names=["logits"],
+            dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return output
+
+
+def quantize_int8(source: Path, output: Path) -> Path:
+    """Dynamic int8 quantisation of ``source`` (weights int8, activations per batch)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(output), weight_type=QuantType.QInt8)
+    return output
+
+
+def accuracy(proba: np.ndarray, labels: Sequence[str], truth: Sequence[str]) -> float:
+    if not len(truth):
+        return float("nan")
+    predicted = [labels[i] for i in proba.argmax(axis=1)]
+    return float(np.mean([p == t for p, t in zip(predicted, truth, strict=True)]))
+
+
+def choose_runtime(
+    model_dir: Path,
+    validation: pd.DataFrame,
+    torch_proba: np.ndarray,
+    labels: Sequence[str],
+    work: Path,
+    *,
+    inference: Inference,
+    int8_max_accuracy_loss: float,
+) -> RuntimeChoice:
+    """Export, quantise, score the validation split and pick the served form.
+
+    ``torch_proba`` is the torch model's scores of ``validation`` (rows in its order), the
+    reference each ONNX form is measured against.
+    """
+    if inference == "torch":
+        return RuntimeChoice("torch", None, "train.inference is torch")
+    started = time.perf_counter()
+    fp32 = export_onnx(model_dir, work / "onnx" / "model_fp32.onnx")
+    truth = list(validation["label"])
+    texts = list(validation["text"])
+    scores = {"torch": accuracy(torch_proba, labels, truth)}
+    fp32_proba = OnnxClassifier.load(model_dir, fp32).predict_proba(texts)
+    scores["onnx-fp32"] = accuracy(fp32_proba, labels, truth)
+    if len(texts):
+        drift = float(np.abs(fp32_proba - torch_proba).max())
+        log.info("ONNX fp32 vs torch on %d validation rows: max |dp| %.2e", len(texts), drift)
+    if inference == "onnx-fp32":
+        return RuntimeChoice("onnx-fp32", fp32, "train.inference is onnx-fp32", scores)
+    int8 = quantize_int8(fp32, work / "onnx" / "model_int8.onnx")
+    scores["onnx-int8"] = accuracy(
+        OnnxClassifier.load(model_dir, int8).predict_proba(texts), labels, truth
+    )
+    elapsed = time.perf_counter() - started
+    if inference == "onnx-int8":
+        return RuntimeChoice("onnx-int8", int8, "train.inference is onnx-int8", scores, elapsed)
+    if not texts:
+        reason = "no validation rows to measure int8's loss on: fp32"
+        return RuntimeChoice("onnx-fp32", fp32, reason, scores, elapsed)
+    loss = scores["torch"] - scores["onnx-int8"]
+    if loss < int8_max_accuracy_loss:
+        reason = f"int8 loses {100 * loss:.2f} points < {100 * int8_max_accuracy_loss:.2f}"
+        return RuntimeChoice("onnx-int8", int8, reason, scores, elapsed)
+    reason = f"int8 loses {100 * loss:.2f} points >= {100 * int8_max_accuracy_loss:.2f}: fp32"
+    return RuntimeChoice("onnx-fp32", fp32, reason, scores, elapsed)

@@ -1,0 +1,268 @@
+"""The ONNX form of the classifier: export, int8 quantisation, the choice, the logged pyfunc."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.model.modeling import OnnxClassifier, TextClassifier, onnx_threads
+from pipelines.model.onnx_export import choose_runtime, export_onnx, quantize_int8
+from pipelines.settings import Settings
+from tests.tiny_unigram import build_tiny_unigram_model
+
+LABELS = ("negative", "neutral", "positive")
+# Mixed lengths (batches pad), a text beyond the tiny model's 64 positions (truncation), Latin
+# and Cyrillic pieces, a character outside the vocabulary.
+TEXTS = [
+    "很好",
+    "质量太差了!!! 退货",
+    "iPhone 15 屏幕 OK",
+    "物流慢 Привет",
+    "这个酒店很好，服务也不错",
+    "客服态度很好" * 30,
+    "龘",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model fitted for a few steps to tell TEXTS apart (a random one says the same
+    label for every text, which would hide label flips)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = build_tiny_unigram_model(tmp_path_factory.mktemp("tiny") / "model", labels=LABELS)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    batch = tokenizer(TEXTS, truncation=True, max_length=64, padding=True, return_tensors="pt")
+    targets = torch.tensor([i % 3 for i in range(len(TEXTS))])
+    torch.manual_seed(0)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(60):
+        optimiser.zero_grad()
+        model(**batch, labels=targets).loss.backward()
+        optimiser.step()
+    model.eval()
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("onnx")
+    fp32 = export_onnx(tiny_dir, out / "fp32.onnx")
+    return fp32, quantize_int8(fp32, out / "int8.onnx")
+
+
+@pytest.fixture(scope="module")
+def torch_classifier(tiny_dir: Path) -> TextClassifier:
+    return TextClassifier.load(tiny_dir)
+
+
+def test_onnx_tokenisation_is_the_transformers_tokenizers(
+    tiny_dir: Path, exported: tuple[Path, Path], torch_classifier: TextClassifier
+) -> None:
+    from pipelines.model.modeling import encode
+
+    onnx = OnnxClassifier.load(tiny_dir, exported[0])
+    expected = encode(torch_classifier.tokenizer, TEXTS, torch_classifier.max_length)
+    assert onnx.encode(TEXTS) == expected
+    assert max(len(ids) for ids in expected) == 64  # the long text was cut at 64 positions
+    assert onnx.pad_id == torch_classifier.tokenizer.pad_token_id == 1  # XLM-R's <pad>
+    assert onnx.labels == list(LABELS) and onnx.max_length == torch_classifier.max_length
+
+
+def test_onnx_fp32_scores_as_torch(
+    tiny_dir: Path, exported: tuple[Path, Path], torch_classifier: TextClassifier
+) -> None:
+    onnx = OnnxClassifier.load(tiny_dir, exported[0], batch_size=3)  # padded, mixed batches
+    reference = torch_classifier.predict_proba(TEXTS)
+    proba = onnx.predict_proba(TEXTS)
+    assert reference.argmax(axis=1).tolist()[:5] == [0, 1, 2, 0, 1]  # it learned TEXTS' labels
+    np.testing.assert_allclose(proba, reference, atol=1e-5)
+    one_by_one = np.vstack([onnx.predict_proba([text]) for text in TEXTS])
+    np.testing.assert_allclose(proba, one_by_one, atol=1e-5)
+
+
+def test_onnx_int8_is_smaller_and_close_to_torch(
+    tiny_dir: Path, exported: tuple[Path, Path], torch_classifier: TextClassifier
+) -> None:
+    import onnx
+
+    fp32_file, int8_file = exported
+    graph = onnx.load(str(int8_file))
+    assert any(node.op_type == "MatMulInteger" for node in graph.graph.node)
+    reference = torch_classifier.predict_proba(TEXTS)
+    proba = OnnxClassifier.load(tiny_dir, int8_file).predict_proba(TEXTS)
+    assert proba.argmax(axis=1).tolist() == reference.argmax(axis=1).tolist()
+    np.testing.assert_allclose(proba, reference, atol=0.05)
+    assert not np.allclose(proba, reference, atol=1e-6)  # it is really another model
+
+
+def test_empty_input_and_missing_files(tiny_dir: Path, exported: tuple[Path, Path]) -> None:
+    onnx = OnnxClassifier.load(tiny_dir, exported[0])
+    assert onnx.predict_proba([]).shape == (0, 3)
+    with pytest.raises(FileNotFoundError, match=r"nothing\.onnx"):
+        OnnxClassifier.load(tiny_dir, tiny_dir / "nothing.onnx")
+
+
+def test_thread_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOREG_ONNX_THREADS", "3")
+    assert onnx_threads() == 3
+    monkeypatch.setenv("EMOREG_ONNX_THREADS", "zero")
+    with pytest.raises(ValueError, match="EMOREG_ONNX_THREADS"):
+        onnx_threads()
+
+
+def _validation(truth: str) -> pd.DataFrame:
+    return pd.DataFrame({"text": TEXTS, "label": [truth] * len(TEXTS)})
+
+
+def test_choice_takes_int8_only_within_the_allowed_loss(tiny_dir: Path, tmp_path: Path) -> None:
+    # Hand-made reference: a "torch model" that is right on every row (accuracy 1.0), while the
+    # tiny random model says neutral on only some rows, so int8 loses more than 0.5 points.
+    validation = _validation("neutral")
+    perfect = np.tile([0.0, 1.0, 0.0], (len(TEXTS), 1))
+    strict = choose_runtime(
+        tiny_dir, validation, perfect, LABELS, tmp_path / "a",
+        inference="auto", int8_max_accuracy_loss=0.005,
+    )  # fmt: skip
+    assert strict.val_accuracy["torch"] == 1.0
+    assert strict.val_accuracy["onnx-int8"] < 0.995
+    assert strict.runtime == "onnx-fp32" and strict.onnx_file is not None
+    assert strict.onnx_file.name == "model_fp32.onnx" and "fp32" in strict.reason
+    lenient = choose_runtime(
+        tiny_dir, validation, perfect, LABELS, tmp_path / "b",
+        inference="auto", int8_max_accuracy_loss=1.0,
+    )  # fmt: skip
+    assert lenient.runtime == "onnx-int8" and lenient.onnx_file is not None
+    assert lenient.onnx_file.name == "model_int8.onnx"
+
+
+def test_choice_without_validation_rows_or_when_forced(tiny_dir: Path, tmp_path: Path) -> None:
+    empty = pd.DataFrame({"text": [], "label": []})
+    none = np.zeros((0, 3))
+    choice = choose_runtime(
+        tiny_dir, empty, none, LABELS, tmp_path / "a", inference="auto", int8_max_accuracy_loss=1
+    )
+    assert choice.runtime == "onnx-fp32" and "no validation rows" in choice.reason
+    forced = choose_runtime(
+        tiny_dir, empty, none, LABELS, tmp_path / "b", inference="torch", int8_max_accuracy_loss=1
+    )
+    assert forced.runtime == "torch" and forced.onnx_file is None
+
+
+@pytest.fixture(scope="module")
+def onnx_pyfunc(
+    tiny_dir: Path, exported: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    import tempfile
+
+    import mlflow
+
+    from pipelines.data.textprep import export_package
+    from pipelines.model.modeling import log_classifier
+    from pipelines.tracking import configure_mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    configure_mlflow(Settings(var_dir=root / "var", data_dir=root / "data"))
+    with mlflow.start_run(), tempfile.TemporaryDirectory() as tmp:
+        info = log_classifier(
+            tiny_dir,
+            LABELS,
+            text_package=export_package(Path(tmp)),
+            max_chars=512,
+            onnx_file=exported[1],
+            runtime="onnx-int8",
+        )
+    return info.model_uri, root / "var"
+
+
+def test_runtime_must_fit_the_onnx_file(
+    tiny_dir: Path, onnx_pyfunc: tuple[str, Path], tmp_path: Path
+) -> None:
+    import mlflow
+
+    from pipelines.data.textprep import export_package
+    from pipelines.model.modeling import log_classifier
+
+    package = export_package(tmp_path)
+    with mlflow.start_run(), pytest.raises(ValueError, match="does not fit"):
+        log_classifier(tiny_dir, LABELS, text_package=package, max_chars=512, runtime="onnx-int8")
+
+
+def test_onnx_pyfunc_loads_without_this_repository_or_torch(
+    onnx_pyfunc: tuple[str, Path],
+    tiny_dir: Path,
+    exported: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    """A fresh process where ``import pipelines`` fails scores with ONNX Runtime, never torch."""
+    model_uri, var_dir = onnx_pyfunc
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        class NoPipelines:
+            def find_spec(self, name, path=None, target=None):
+                if name == "pipelines" or name.startswith(("pipelines.", "tests")):
+                    raise ImportError("this repository is not available")
+        sys.meta_path.insert(0, NoPipelines())
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri({f"sqlite:///{var_dir / 'mlflow.db'}"!r})
+        model = mlflow.pyfunc.load_model({model_uri!r})
+        out = model.predict(pd.DataFrame({{"text": {TEXTS!r}}}))
+        print(json.dumps({{"columns": list(out.columns), "labels": out["label"].tolist(),
+                          "proba": out[["p_negative", "p_neutral", "p_positive"]].values.tolist(),
+                          "runtime": model.model_config["runtime"],
+                          "torch": "torch" in sys.modules,
+                          "pipelines": any(m.startswith("pipelines") for m in sys.modules)}}))
+        """
+    )
+    env = {"HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    proba = np.array(result.pop("proba"))
+    labels = result.pop("labels")
+    assert result == {
+        "columns": ["label", "score", "p_negative", "p_neutral", "p_positive"],
+        "runtime": "onnx-int8",
+        "torch": False,
+        "pipelines": False,
+    }
+    # The int8 graph scored there (not the torch weights beside it), on the prepared texts.
+    from pipelines.data.textprep import prepare_text
+
+    prepared = [prepare_text(text, 512).text for text in TEXTS]
+    assert prepared[4] == "这个酒店很好,服务也不错"  # NFKC: the full-width comma
+    int8 = OnnxClassifier.load(tiny_dir, exported[1]).predict_proba(prepared)
+    np.testing.assert_allclose(proba, int8, atol=1e-6)
+    assert labels == [LABELS[i] for i in int8.argmax(axis=1)]
+
+
+def test_onnx_pyfunc_keeps_the_torch_weights_for_warm_starts(
+    onnx_pyfunc: tuple[str, Path], torch_classifier: TextClassifier, tmp_path: Path
+) -> None:
+    from pipelines.model.modeling import copy_transformers_folder
+
+    folder = copy_transformers_folder(onnx_pyfunc[0], tmp_path / "warm")
+    assert (folder / "model.safetensors").is_file()
+    warm = TextClassifier.load(folder)
+    np.testing.assert_allclose(
+        warm.predict_proba(TEXTS), torch_classifier.predict_proba(TEXTS), atol=1e-6
+    )
