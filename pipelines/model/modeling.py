@@ -20,6 +20,10 @@ quantised by ``pipelines.model.onnx_export``) scores under ONNX Runtime (``OnnxC
 tokenizers + onnxruntime + numpy, no torch or transformers import); the ``hf_model`` folder then
 still holds the torch weights, for warm starts and inspection, and the tokenizer. Without it the
 torch weights score (``TextClassifier``). ``model_config["runtime"]`` says which one.
+
+Blend: with an ``ngram_model`` artifact (``pipelines.model.ngram``) the probabilities are
+``blend_weight`` x the transformer's + the rest x a character n-gram model's
+(``NgramClassifier``, numpy only).
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ ONNX_INPUTS = ("input_ids", "attention_mask")  # the exported graph's inputs, in
 # ONNX Runtime's intra-op threads; default: every core. A server running several model
 # workers on one machine sets it lower so that they do not oversubscribe the cores.
 ONNX_THREADS_ENV = "EMOREG_ONNX_THREADS"
+NGRAM_ARTIFACT = "ngram_model"  # key of the character n-gram model's folder, when blended
+NGRAM_CONFIG = "ngram.json"  # labels, n-gram range, casing, the vocabulary in column order
+NGRAM_WEIGHTS = "ngram_weights.npz"  # idf, coef (labels x n-grams), intercept
 TEXT_PACKAGE = "emoreg_textprep"  # the text pipeline shipped in the model's code_paths
 DEFAULT_BATCH_SIZE = 32
 # Appended to this module's source to make the logged model file (MLflow "models from code").
@@ -288,13 +295,122 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+_RUNS_OF_WHITESPACE = None  # compiled on first use
+
+
+@dataclass
+class NgramClassifier:
+    """TF-IDF of character n-grams + multinomial logistic regression, with numpy alone.
+
+    Scores exactly as the scikit-learn pipeline it was exported from
+    (``pipelines.model.ngram``): ``TfidfVectorizer(analyzer="char", sublinear_tf=True)``'s
+    n-grams, counts, ``1 + log(tf)``, idf, l2 norm, then softmax of the linear scores.
+    """
+
+    index: dict[str, int]
+    idf: np.ndarray
+    coef: np.ndarray  # (labels, n-grams)
+    intercept: np.ndarray
+    labels: list[str]
+    ngram_range: tuple[int, int]
+    lowercase: bool = True
+    sublinear_tf: bool = True
+
+    @classmethod
+    def load(cls, folder: str | Path) -> NgramClassifier:
+        import json
+
+        folder = Path(folder)
+        config = json.loads((folder / NGRAM_CONFIG).read_text(encoding="utf-8"))
+        with np.load(folder / NGRAM_WEIGHTS) as weights:
+            idf, coef, intercept = weights["idf"], weights["coef"], weights["intercept"]
+        vocabulary = config["vocabulary"]
+        if not (len(vocabulary) == len(idf) == coef.shape[1]):
+            raise ValueError(f"{folder}: vocabulary, idf and weights differ in size")
+        low, high = config["ngram_range"]
+        return cls(
+            {gram: i for i, gram in enumerate(vocabulary)},
+            idf.astype(np.float64),
+            coef.astype(np.float64),
+            intercept.astype(np.float64),
+            list(config["labels"]),
+            (int(low), int(high)),
+            bool(config["lowercase"]),
+            bool(config["sublinear_tf"]),
+        )
+
+    def ngrams(self, text: str) -> list[str]:
+        import re
+
+        global _RUNS_OF_WHITESPACE
+        if _RUNS_OF_WHITESPACE is None:
+            _RUNS_OF_WHITESPACE = re.compile(r"\s\s+")
+        text = _RUNS_OF_WHITESPACE.sub(" ", text.lower() if self.lowercase else text)
+        low, high = self.ngram_range
+        return [
+            text[i : i + n] for n in range(low, min(high, len(text)) + 1)
+            for i in range(len(text) - n + 1)
+        ]  # fmt: skip
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        logits = np.tile(self.intercept, (len(texts), 1))
+        for row, text in enumerate(texts):
+            counts: dict[int, int] = {}
+            for gram in self.ngrams(text):
+                column = self.index.get(gram)
+                if column is not None:
+                    counts[column] = counts.get(column, 0) + 1
+            if not counts:
+                continue
+            columns = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            values = (1.0 + np.log(tf) if self.sublinear_tf else tf) * self.idf[columns]
+            values /= np.sqrt(values @ values)
+            logits[row] += self.coef[:, columns] @ values
+        return _softmax(logits)
+
+
+@dataclass
+class BlendedClassifier:
+    """``weight`` x the transformer's probabilities + (1 - ``weight``) x the n-gram model's."""
+
+    transformer: Any  # TextClassifier or OnnxClassifier
+    ngram: NgramClassifier
+    weight: float
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.transformer.labels)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        transformer = self.transformer.predict_proba(texts)
+        if not len(texts):
+            return transformer
+        return self.weight * transformer + (1 - self.weight) * self.ngram.predict_proba(texts)
+
+    def predict(self, model_input: Any) -> pd.DataFrame:
+        return proba_frame(self.predict_proba(texts_of(model_input)), self.labels)
+
+
 def load_scorer(
-    model_dir: str | Path, onnx_file: str | Path | None
-) -> TextClassifier | OnnxClassifier:
-    """The ONNX Runtime classifier when there is an ONNX file, else the torch one."""
-    if onnx_file is not None:
-        return OnnxClassifier.load(model_dir, onnx_file)
-    return TextClassifier.load(model_dir)
+    model_dir: str | Path,
+    onnx_file: str | Path | None,
+    ngram_folder: str | Path | None = None,
+    blend_weight: float = 1.0,
+) -> TextClassifier | OnnxClassifier | BlendedClassifier:
+    """The ONNX Runtime classifier when there is an ONNX file, else the torch one; blended with
+    the n-gram model when there is one."""
+    transformer = (
+        OnnxClassifier.load(model_dir, onnx_file)
+        if onnx_file is not None
+        else TextClassifier.load(model_dir)
+    )
+    if ngram_folder is None:
+        return transformer
+    ngram = NgramClassifier.load(ngram_folder)
+    if ngram.labels != transformer.labels:
+        raise ValueError(f"n-gram labels {ngram.labels} differ from {transformer.labels}")
+    return BlendedClassifier(transformer, ngram, blend_weight)
 
 
 def max_length_of(model: Any, tokenizer: Any) -> int:
@@ -318,7 +434,10 @@ def make_pyfunc() -> Any:
             import importlib
 
             self.classifier = load_scorer(
-                context.artifacts[HF_ARTIFACT], context.artifacts.get(ONNX_ARTIFACT)
+                context.artifacts[HF_ARTIFACT],
+                context.artifacts.get(ONNX_ARTIFACT),
+                context.artifacts.get(NGRAM_ARTIFACT),
+                float(context.model_config.get("blend_weight", 1.0)),
             )
             self.prepare_text = importlib.import_module(TEXT_PACKAGE).prepare_text
             self.max_chars = int(context.model_config["max_chars"])
@@ -366,6 +485,8 @@ def log_classifier(
     max_chars: int,
     onnx_file: Path | None = None,
     runtime: str = "torch",
+    ngram_folder: Path | None = None,
+    blend_weight: float = 1.0,
     name: str = "model",
     example_texts: Sequence[str] = _EXAMPLE_TEXTS,
 ) -> ModelInfo:
@@ -375,13 +496,19 @@ def log_classifier(
     and ``max_chars`` prepare's cut: the pyfunc applies both to raw texts before scoring. With
     ``onnx_file`` (the exported graph of the same weights) the pyfunc scores under ONNX Runtime;
     ``runtime`` names the form (``onnx-int8``, ``onnx-fp32``, ``torch``) in the model config.
+    With ``ngram_folder`` (``pipelines.model.ngram``) the output is ``blend_weight`` x the
+    transformer's probabilities + the rest x the n-gram model's.
     Checks that the model's labels are ``labels`` and that it scores the example before logging.
     """
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     started = time.perf_counter()
-    classifier = load_scorer(model_dir, onnx_file)
+    if ngram_folder is None and blend_weight != 1.0:
+        raise ValueError(f"blend_weight {blend_weight} needs an n-gram model")
+    if not 0.0 <= blend_weight <= 1.0:
+        raise ValueError(f"blend_weight must be within [0, 1], got {blend_weight}")
+    classifier = load_scorer(model_dir, onnx_file, ngram_folder, blend_weight)
     load_s = time.perf_counter() - started
     if classifier.labels != list(labels):
         raise ValueError(f"model labels {classifier.labels} differ from {list(labels)}")
@@ -394,6 +521,8 @@ def log_classifier(
     artifacts = {HF_ARTIFACT: str(model_dir)}
     if onnx_file is not None:
         artifacts[ONNX_ARTIFACT] = str(onnx_file)
+    if ngram_folder is not None:
+        artifacts[NGRAM_ARTIFACT] = str(ngram_folder)
     example = pd.DataFrame({"text": list(example_texts)})
     signature = infer_signature(example, classifier.predict(example))
     with tempfile.TemporaryDirectory(prefix="emoreg-pyfunc-") as tmp:
@@ -404,16 +533,23 @@ def log_classifier(
             python_model=str(code_file),
             artifacts=artifacts,
             code_paths=[str(text_package)],
-            model_config={"max_chars": max_chars, "runtime": runtime},
+            model_config={
+                "max_chars": max_chars,
+                "runtime": runtime,
+                "blend_weight": blend_weight,
+            },
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
         )
     size = folder_size(model_dir) + (onnx_file.stat().st_size if onnx_file else 0)
+    size += folder_size(ngram_folder) if ngram_folder else 0
     log.info(
-        "logged %s (%s): %.1f MB of weights and tokenizer, loads in %.2f s",
+        "logged %s (%s, transformer weight %.2f): %.1f MB of weights and tokenizer, loads in "
+        "%.2f s",
         name,
         runtime,
+        blend_weight,
         size / 1e6,
         load_s,
     )

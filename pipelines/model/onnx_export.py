@@ -35,6 +35,8 @@ class RuntimeChoice:
     reason: str
     val_accuracy: dict[str, float] = field(default_factory=dict)  # per form, when measured
     export_s: float = 0.0
+    # The served form's validation scores (rows in order), when measured: the blend's input.
+    val_proba: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def export_onnx(model_dir: Path, output: Path) -> Path:
@@ -96,7 +98,7 @@ def choose_runtime(
     reference each ONNX form is measured against.
     """
     if inference == "torch":
-        return RuntimeChoice("torch", None, "train.inference is torch")
+        return RuntimeChoice("torch", None, "train.inference is torch", val_proba=torch_proba)
     started = time.perf_counter()
     fp32 = export_onnx(model_dir, work / "onnx" / "model_fp32.onnx")
     truth = list(validation["label"])
@@ -108,20 +110,27 @@ def choose_runtime(
         drift = float(np.abs(fp32_proba - torch_proba).max())
         log.info("ONNX fp32 vs torch on %d validation rows: max |dp| %.2e", len(texts), drift)
     if inference == "onnx-fp32":
-        return RuntimeChoice("onnx-fp32", fp32, "train.inference is onnx-fp32", scores)
+        elapsed = time.perf_counter() - started
+        reason = "train.inference is onnx-fp32"
+        return RuntimeChoice("onnx-fp32", fp32, reason, scores, elapsed, fp32_proba)
     int8 = quantize_int8(fp32, work / "onnx" / "model_int8.onnx")
-    scores["onnx-int8"] = accuracy(
-        OnnxClassifier.load(model_dir, int8).predict_proba(texts), labels, truth
-    )
+    int8_proba = OnnxClassifier.load(model_dir, int8).predict_proba(texts)
+    scores["onnx-int8"] = accuracy(int8_proba, labels, truth)
     elapsed = time.perf_counter() - started
     if inference == "onnx-int8":
-        return RuntimeChoice("onnx-int8", int8, "train.inference is onnx-int8", scores, elapsed)
+        reason = "train.inference is onnx-int8"
+        return RuntimeChoice("onnx-int8", int8, reason, scores, elapsed, int8_proba)
     if not texts:
         reason = "no validation rows to measure int8's loss on: fp32"
-        return RuntimeChoice("onnx-fp32", fp32, reason, scores, elapsed)
+        return RuntimeChoice("onnx-fp32", fp32, reason, scores, elapsed, fp32_proba)
     loss = scores["torch"] - scores["onnx-int8"]
     if loss < int8_max_accuracy_loss:
         reason = f"int8 loses {100 * loss:.2f} points < {100 * int8_max_accuracy_loss:.2f}"
-        return RuntimeChoice("onnx-int8", int8, reason, scores, elapsed)
+        return RuntimeChoice("onnx-int8", int8, reason, scores, elapsed, int8_proba)
     reason = f"int8 loses {100 * loss:.2f} points >= {100 * int8_max_accuracy_loss:.2f}: fp32"
-    return RuntimeChoice("onnx-fp32", fp32, reason, scores, elapsed)
+    return RuntimeChoice("onnx-fp32", fp32, reason, scores, elapsed, fp32_proba)
+
+
+def served_validation_proba(choice: RuntimeChoice, torch_proba: np.ndarray) -> np.ndarray:
+    """The validation scores of the served transformer form."""
+    return torch_proba if choice.val_proba is None else choice.val_proba

@@ -4,8 +4,12 @@ Reads ``data/prepared/{train,validation,test}.parquet`` (columns ``id, text, lab
 ``manifest.json`` (``content_hash``). Fine-tunes ``AutoModelForSequenceClassification`` on CPU,
 seeded, with length-bucketed dynamic padding; evaluates on the validation split after every
 epoch; logs params, per-epoch metrics and the pyfunc model (``pipelines.model.modeling``) in one
-run, served under ONNX Runtime (int8 or fp32, chosen on the validation split by
-``pipelines.model.onnx_export``; ``train.inference``) with the torch weights beside it; writes ``var/runs/train.json`` (``run_id``, ``model_uri``, ...) for ``evaluate``.
+run; writes ``var/runs/train.json`` (``run_id``, ``model_uri``, ...) for ``evaluate``.
+
+The logged model scores under ONNX Runtime (int8 or fp32, chosen on the validation split by
+``pipelines.model.onnx_export``; ``train.inference``) with the torch weights beside it, and
+blends in a character n-gram model when the validation split says it helps
+(``pipelines.model.ngram``; ``train.ngram_blend``).
 
 Warm start (``train.warm_start``): the weights of ``models:/<name>@champion``, trained on the rows
 the champion has not seen (by ``id``; each run logs its training ids as ``data/train_ids.parquet``)
@@ -51,6 +55,7 @@ from pipelines.partitions import write_json
 from pipelines.settings import Settings
 
 if TYPE_CHECKING:
+    from pipelines.model.ngram import BlendChoice
     from pipelines.model.onnx_export import RuntimeChoice
 
 log = logging.getLogger(__name__)
@@ -253,7 +258,8 @@ def train_and_log(
         predict_proba,
         save_classifier,
     )
-    from pipelines.model.onnx_export import choose_runtime
+    from pipelines.model.ngram import build_blend
+    from pipelines.model.onnx_export import choose_runtime, served_validation_proba
 
     model, tokenizer, texts = setup.model, setup.tokenizer, list(setup.frame["text"])
     tp = setup.tp.model_copy(update={"precision": effective_precision(setup.tp.precision)})
@@ -287,16 +293,30 @@ def train_and_log(
     ids = encode(tokenizer, texts, tp.max_length)
     history = fit(model, ids, targets, tokenizer.pad_token_id, tp, on_epoch)
     model_dir = save_classifier(model, tokenizer, work / "hf_model", tp.max_length)
+    torch_val_proba = val_proba[0] if val_proba else np.zeros((0, len(labels)))
     choice = choose_runtime(
         model_dir,
         data.validation,
-        val_proba[0] if val_proba else np.zeros((0, len(labels))),
+        torch_val_proba,
         labels,
         work,
         inference=tp.inference,
         int8_max_accuracy_loss=tp.int8_max_accuracy_loss,
     )
     _log_runtime_choice(choice)
+    # The blend is weighted against the served transformer form's own validation scores.
+    blend = build_blend(
+        data.train,
+        data.validation,
+        served_validation_proba(choice, torch_val_proba),
+        labels,
+        work / "ngram_model",
+        enabled=tp.ngram_blend,
+        max_n=tp.ngram_max_n,
+        min_df=tp.ngram_min_df,
+        c=tp.ngram_c,
+    )
+    _log_blend_choice(blend)
     # The served model applies prepare's text pipeline itself: raw text in = text trained on.
     info = log_classifier(
         model_dir,
@@ -305,6 +325,8 @@ def train_and_log(
         max_chars=max_chars,
         onnx_file=choice.onnx_file,
         runtime=choice.runtime,
+        ngram_folder=blend.folder,
+        blend_weight=blend.weight,
         name="model",
     )
     _log_train_ids(setup.frame, work)
@@ -385,6 +407,22 @@ def _log_runtime_choice(choice: RuntimeChoice) -> None:
         choice.reason,
         {k: round(v, 4) for k, v in choice.val_accuracy.items()},
     )
+
+
+def _log_blend_choice(blend: BlendChoice) -> None:
+    import mlflow
+
+    mlflow.log_param("blend.transformer_weight", blend.weight)
+    if blend.val_log_loss:
+        mlflow.log_metrics(
+            {
+                "val_blend_log_loss": blend.val_log_loss[blend.weight],
+                "val_blend_accuracy": blend.val_accuracy[blend.weight],
+                "val_ngram_accuracy": blend.val_accuracy[0.0],
+                "val_transformer_accuracy": blend.val_accuracy[1.0],
+                "ngram_fit_s": blend.fit_s,
+            }
+        )
 
 
 def _log_train_ids(frame: pd.DataFrame, work: Path) -> None:

@@ -135,14 +135,19 @@ def test_train_logs_a_run_and_a_loadable_pyfunc(trained: tuple[Settings, TrainRe
     int8_loss = metrics["val_accuracy_torch"] - metrics["val_accuracy_onnx_int8"]
     expected_runtime = "onnx-int8" if int8_loss < 0.005 else "onnx-fp32"
     assert run.data.params["inference_runtime"] == expected_runtime
+    # The n-gram model is shipped when the validation split gives it a share of the blend.
+    weight = float(run.data.params["blend.transformer_weight"])
+    served_metric = "val_accuracy_" + expected_runtime.replace("-", "_")
+    assert metrics["val_transformer_accuracy"] == metrics[served_metric]
     model_files = {a.path for a in client.list_artifacts(result.run_id, "model/artifacts")}
     assert model_files == {
         "model/artifacts/hf_model",
         f"model/artifacts/model_{expected_runtime.removeprefix('onnx-')}.onnx",
-    }
+    } | ({"model/artifacts/ngram_model"} if weight < 1 else set())
 
     model = mlflow.pyfunc.load_model(result.model_uri)
     assert model.model_config["runtime"] == expected_runtime
+    assert model.model_config["blend_weight"] == weight
     texts = ["客服态度很差!", "请问什么时候发货", "很好很满意"]
     out = model.predict(pd.DataFrame({"text": texts}))
     assert list(out.columns) == ["label", "score", "p_negative", "p_neutral", "p_positive"]

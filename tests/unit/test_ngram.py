@@ -1,0 +1,153 @@
+"""The character n-gram model blended into the served classifier, and the blend's weight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.model.modeling import NgramClassifier
+from pipelines.model.ngram import build_blend, choose_weight, export_ngram, fit_ngram
+
+LABELS = ("negative", "neutral", "positive")
+TRAIN = pd.DataFrame(
+    {
+        "text": [
+            "质量太差了 退货",
+            "太差了，不会再买",
+            "客服态度差",
+            "物流太慢了 差评",
+            "请问什么时候发货",
+            "请问有没有发票",
+            "这个尺码怎么选",
+            "请问可以改地址吗",
+            "很好 很满意",
+            "质量很好，好评",
+            "物流很快 很满意",
+            "客服态度很好",
+        ],
+        "label": ["negative"] * 4 + ["neutral"] * 4 + ["positive"] * 4,
+    }
+)
+# Whitespace runs (collapsed by scikit-learn's char analyzer), capitals (lower-cased), a
+# character no training text has (no n-gram known: the intercepts alone), an empty string.
+TEXTS = ["太差了  \t 退货", "OK 很好", "请问 发货", "龘", "", "Ｑ质量很好" * 20]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
+    model, order = fit_ngram(
+        TRAIN["text"].tolist(), TRAIN["label"].tolist(), LABELS, max_n=3, min_df=1, c=4.0
+    )
+    folder = export_ngram(model, order, LABELS, tmp_path_factory.mktemp("ngram") / "m")
+    return model, folder
+
+
+def sklearn_proba(model: object, texts: list[str]) -> np.ndarray:
+    """The fitted scikit-learn pipeline's probabilities, columns in LABELS order."""
+    proba = model.predict_proba(texts)  # type: ignore[attr-defined]
+    classes = list(model.classes_)  # type: ignore[attr-defined]
+    return proba[:, [classes.index(label) for label in LABELS]]
+
+
+def test_numpy_scorer_matches_scikit_learn(fitted: tuple[object, Path]) -> None:
+    model, folder = fitted
+    scorer = NgramClassifier.load(folder)
+    assert scorer.labels == list(LABELS) and scorer.ngram_range == (1, 3)
+    expected = sklearn_proba(model, TEXTS)
+    np.testing.assert_allclose(scorer.predict_proba(TEXTS), expected, atol=1e-5)
+    # The tiny training set is learnt: its own texts get their labels.
+    train_proba = scorer.predict_proba(TRAIN["text"].tolist())
+    assert [LABELS[i] for i in train_proba.argmax(axis=1)] == TRAIN["label"].tolist()
+
+
+def test_char_ngrams_are_scikit_learns(fitted: tuple[object, Path]) -> None:
+    model, folder = fitted
+    analyzer = model.named_steps["tfidfvectorizer"].build_analyzer()  # type: ignore[attr-defined]
+    scorer = NgramClassifier.load(folder)
+    for text in [*TEXTS, "a  b", "AB c"]:
+        assert scorer.ngrams(text) == analyzer(text), text
+    assert scorer.ngrams("Ab c") == ["a", "b", " ", "c", "ab", "b ", " c", "ab ", "b c"]
+
+
+def test_fit_needs_every_label() -> None:
+    with pytest.raises(ValueError, match="neutral"):
+        fit_ngram(["好", "差"], ["positive", "negative"], LABELS, max_n=2, min_df=1, c=1.0)
+
+
+def test_weight_is_chosen_by_log_loss() -> None:
+    truth = np.array([0, 0])
+    uniform = np.full((2, 2), 0.5)
+    right = np.array([[1.0, 0.0], [1.0, 0.0]])
+    assert choose_weight(right, uniform, truth)[0] == 1.0  # the n-gram model adds nothing
+    assert choose_weight(uniform, right, truth)[0] == 0.0
+    # Each model is confidently right on one row and wrong on the other, symmetrically: the
+    # blend gives each row p = 0.2 + 0.6 w and 0.8 - 0.6 w, whose product peaks at w = 0.5.
+    transformer = np.array([[0.8, 0.2], [0.2, 0.8]])
+    ngram = np.array([[0.2, 0.8], [0.8, 0.2]])
+    weight, losses, accuracies = choose_weight(transformer, ngram, truth)
+    assert weight == 0.5
+    assert losses[0.5] == pytest.approx(-np.log(0.5))
+    assert losses[0.0] == pytest.approx(-(np.log(0.2) + np.log(0.8)) / 2)
+    assert accuracies[1.0] == 0.5
+
+
+def test_build_blend_off_or_without_validation_ships_no_ngram(tmp_path: Path) -> None:
+    kwargs = {"max_n": 3, "min_df": 1, "c": 4.0}
+    none = np.zeros((0, 3))
+    off = build_blend(TRAIN, TRAIN, none, LABELS, tmp_path / "a", enabled=False, **kwargs)
+    assert off.weight == 1.0 and off.folder is None
+    empty = TRAIN.iloc[:0]
+    no_val = build_blend(TRAIN, empty, none, LABELS, tmp_path / "b", enabled=True, **kwargs)
+    assert no_val.weight == 1.0 and no_val.folder is None
+
+
+def test_build_blend_leans_on_the_ngram_model_when_the_transformer_knows_nothing(
+    tmp_path: Path,
+) -> None:
+    uniform = np.full((len(TRAIN), 3), 1 / 3)
+    choice = build_blend(
+        TRAIN, TRAIN, uniform, LABELS, tmp_path, enabled=True, max_n=3, min_df=1, c=4.0
+    )
+    assert choice.weight == 0.0 and choice.folder == tmp_path
+    assert choice.val_accuracy[0.0] == 1.0 and choice.val_accuracy[1.0] < 0.5
+
+
+def test_pyfunc_serves_the_weighted_blend(fitted: tuple[object, Path], tmp_path: Path) -> None:
+    import mlflow
+    import mlflow.pyfunc
+
+    from pipelines.data.textprep import export_package
+    from pipelines.model.modeling import TextClassifier, log_classifier
+    from pipelines.settings import Settings
+    from pipelines.tracking import configure_mlflow
+    from tests.tiny_unigram import build_tiny_unigram_model
+
+    model, folder = fitted
+    tiny = build_tiny_unigram_model(tmp_path / "tiny", labels=LABELS, head_scale=30.0)
+    configure_mlflow(Settings(var_dir=tmp_path / "var", data_dir=tmp_path / "data"))
+    package = export_package(tmp_path / "code")
+    with mlflow.start_run():
+        info = log_classifier(
+            tiny, LABELS, text_package=package, max_chars=512, ngram_folder=folder,
+            blend_weight=0.25,
+        )  # fmt: skip
+        with pytest.raises(ValueError, match="needs an n-gram model"):
+            log_classifier(tiny, LABELS, text_package=package, max_chars=512, blend_weight=0.5)
+        with pytest.raises(ValueError, match="within"):
+            log_classifier(
+                tiny, LABELS, text_package=package, max_chars=512, ngram_folder=folder,
+                blend_weight=1.5,
+            )  # fmt: skip
+    texts = ["质量很好 好评", "请问什么时候发货", "太差了"]  # prepare leaves these as they are
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    assert served.model_config["blend_weight"] == 0.25
+    out = served.predict(pd.DataFrame({"text": texts}))
+    transformer = TextClassifier.load(tiny).predict_proba(texts)
+    expected = 0.25 * transformer + 0.75 * sklearn_proba(model, texts)
+    np.testing.assert_allclose(
+        out[["p_negative", "p_neutral", "p_positive"]].to_numpy(), expected, atol=1e-5
+    )
+    assert out["label"].tolist() == [LABELS[i] for i in expected.argmax(axis=1)]
