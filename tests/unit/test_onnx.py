@@ -97,7 +97,7 @@ def test_onnx_int8_is_smaller_and_close_to_torch(
 ) -> None:
     import onnx
 
-    fp32_file, int8_file = exported
+    int8_file = exported[1]
     graph = onnx.load(str(int8_file))
     assert any(node.op_type == "MatMulInteger" for node in graph.graph.node)
     reference = torch_classifier.predict_proba(TEXTS)
@@ -170,18 +170,24 @@ def onnx_pyfunc(
 
     from pipelines.data.textprep import export_package
     from pipelines.model.modeling import log_classifier
+    from pipelines.model.ngram import export_ngram, fit_ngram
     from pipelines.tracking import configure_mlflow
 
     root = tmp_path_factory.mktemp("mlflow")
     configure_mlflow(Settings(var_dir=root / "var", data_dir=root / "data"))
+    # The served model as train logs it: int8 graph, blended with an n-gram model.
+    cyclic = [LABELS[i % 3] for i in range(len(TEXTS))]
+    ngram, order = fit_ngram(TEXTS, cyclic, LABELS, max_n=2, min_df=1, c=1.0)
     with mlflow.start_run(), tempfile.TemporaryDirectory() as tmp:
         info = log_classifier(
             tiny_dir,
             LABELS,
-            text_package=export_package(Path(tmp)),
+            text_package=export_package(Path(tmp) / "code"),
             max_chars=512,
             onnx_file=exported[1],
             runtime="onnx-int8",
+            ngram_folder=export_ngram(ngram, order, LABELS, Path(tmp) / "ngram"),
+            blend_weight=0.7,
         )
     return info.model_uri, root / "var"
 
@@ -245,14 +251,21 @@ def test_onnx_pyfunc_loads_without_this_repository_or_torch(
         "torch": False,
         "pipelines": False,
     }
-    # The int8 graph scored there (not the torch weights beside it), on the prepared texts.
+    # The int8 graph scored there (not the torch weights beside it), on the prepared texts,
+    # blended 0.7 / 0.3 with the n-gram model (whose numpy scorer test_ngram checks against
+    # scikit-learn).
     from pipelines.data.textprep import prepare_text
+    from pipelines.model.modeling import NgramClassifier
 
     prepared = [prepare_text(text, 512).text for text in TEXTS]
     assert prepared[4] == "这个酒店很好,服务也不错"  # NFKC: the full-width comma
     int8 = OnnxClassifier.load(tiny_dir, exported[1]).predict_proba(prepared)
-    np.testing.assert_allclose(proba, int8, atol=1e-6)
-    assert labels == [LABELS[i] for i in int8.argmax(axis=1)]
+    artifacts = Path(var_dir).parent  # the n-gram folder as logged, read back from the store
+    ngram_dir = next(artifacts.rglob("ngram.json")).parent
+    expected = 0.7 * int8 + 0.3 * NgramClassifier.load(ngram_dir).predict_proba(prepared)
+    np.testing.assert_allclose(proba, expected, atol=1e-6)
+    assert not np.allclose(proba, int8, atol=1e-3)  # the n-gram share is really there
+    assert labels == [LABELS[i] for i in expected.argmax(axis=1)]
 
 
 def test_onnx_pyfunc_keeps_the_torch_weights_for_warm_starts(
