@@ -46,8 +46,9 @@ lock:  ## re-resolve requirements.lock after editing pyproject.toml
 mlflow-ui:  ## start (or reuse) the MLflow UI on http://127.0.0.1:5000 (stopped by make stop)
 	$(PLATFORM) mlflow-ui
 
-bench:  ## benchmarks (print figures): training speed, quality vs the baseline, serving (needs a champion), PII redaction
+bench:  ## benchmarks (print figures): training speed, quality vs the baseline, serving (needs a champion), PII redaction, learning curve (about an hour)
 	.venv/bin/python bench/train_speed.py
 	.venv/bin/python bench/quality.py
 	.venv/bin/python bench/serving.py
 	.venv/bin/python bench/pii_corpus.py
+	.venv/bin/python bench/learning_curve.py

@@ -14,6 +14,16 @@ and 16 concurrent clients of:
    (store, policy, reply; a fresh SQLite store), with micro-batching off (batch size 1), then on,
    then on with 2 uvicorn workers.
 
+``--stub`` isolates the service's own overhead: no model at all, but a trivially fast stub
+endpoint (a tiny HTTP server in a subprocess answering ``/invocations`` with fixed
+probabilities); it measures the stub alone and the full ``/v1/messages`` path in front of it
+(default settings), prints p50/p99 and throughput per client count, the ratios, the
+milliseconds the service adds per message and the CPU time its process spends per message.
+``--turns N`` spreads the service's messages over conversations of N turns (so the history a
+message reads grows as in a real chat).
+
+    .venv/bin/python bench/serving.py --stub [--requests 1000] [--turns 5]
+
 Clients are asyncio tasks in this process (one event loop), so the load generator costs little;
 the machine's cores are shared by every process, as in production on one host. Prints a table
 and the ratios the issue asks for. Figures depend on the machine and its load: read the ratios.
@@ -162,7 +172,9 @@ def bench_in_process(model: Any, texts: list[str], clients: int, requests: int) 
     return Result("in-process pyfunc", clients, requests, time.perf_counter() - started, latencies)
 
 
-def bench_endpoint(url: str, texts: list[str], clients: int, requests: int) -> Result:
+def bench_endpoint(
+    url: str, texts: list[str], clients: int, requests: int, name: str = "MLflow endpoint"
+) -> Result:
     async def run() -> tuple[float, list[float], int]:
         async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
 
@@ -181,13 +193,16 @@ def bench_endpoint(url: str, texts: list[str], clients: int, requests: int) -> R
             return await drive(call, clients, requests, warmup=5)
 
     seconds, latencies, _ = asyncio.run(run())
-    return Result("MLflow endpoint", clients, requests, seconds, latencies)
+    return Result(name, clients, requests, seconds, latencies)
 
 
 def bench_service(
-    name: str, url: str, key: str, texts: list[str], clients: int, requests: int
+    name: str, url: str, key: str, texts: list[str], clients: int, requests: int, turns: int = 1
 ) -> Result:
     run_id = f"r{time.monotonic_ns() % 10**12}-{clients}"
+    # Consecutive requests go to different conversations (so concurrent clients do not queue on
+    # one conversation's lock); each conversation gets ``turns`` messages over the run.
+    conversations = max(1, requests // max(1, turns))
 
     async def run() -> tuple[float, list[float], int]:
         async with httpx.AsyncClient(
@@ -195,10 +210,11 @@ def bench_service(
         ) as http:
 
             async def call(index: int) -> bool:
+                conversation = index % conversations if index >= 0 else f"warmup{-index}"
                 response = await http.post(
                     f"{url}/v1/messages",
                     json={
-                        "conversation_id": f"{run_id}-{index}",
+                        "conversation_id": f"{run_id}-{conversation}",
                         "text": texts[abs(index) % len(texts)],
                     },
                 )
@@ -212,6 +228,88 @@ def bench_service(
 
 
 # ---------------------------------------------------------------------- processes
+
+STUB_RECORD = {
+    "label": "negative",
+    "score": 0.8,
+    "p_negative": 0.8,
+    "p_neutral": 0.15,
+    "p_positive": 0.05,
+}
+
+
+async def _stub_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """HTTP/1.1 keep-alive: ``/invocations`` answers one fixed record per text; anything else
+    (``/ping``) an empty JSON object."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            path = lines[0].split(b" ")[1]
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            body = await reader.readexactly(length) if length else b""
+            payload = b"{}"
+            if path == b"/invocations":
+                rows = len(json.loads(body)["dataframe_split"]["data"])
+                payload = json.dumps({"predictions": [STUB_RECORD] * rows}).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
+            )
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def serve_stub(port: int) -> None:
+    """Run the stub endpoint on 127.0.0.1:``port`` until killed."""
+
+    async def run() -> None:
+        server = await asyncio.start_server(_stub_connection, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(run())
+
+
+@contextmanager
+def stub_endpoint() -> Iterator[ServerHandle]:
+    """The stub endpoint in a subprocess of its own (its CPU is not the load generator's)."""
+    port = free_port("127.0.0.1")
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-stub", str(port)],
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/ping", timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            sys.exit("the stub endpoint did not start")
+        yield ServerHandle(
+            version="stub",
+            model_uri="stub",
+            host="127.0.0.1",
+            port=port,
+            pid=process.pid,
+            start_ticks=0,
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            log_path="",
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 @contextmanager
@@ -227,7 +325,8 @@ def model_server(settings: Settings, version: str) -> Iterator[ServerHandle]:
 @contextmanager
 def regulation_service(
     var_dir: Path, route: ServerHandle, *, batch_size: int, workers: int
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[tuple[str, str, int]]:
+    """The service in a process of its own: (url, API key, pid)."""
     from pipelines.store.db import upgrade
     from serving.auth import create_key
 
@@ -266,11 +365,21 @@ def regulation_service(
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        yield url, key
+        yield url, key, process.pid
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux ``/proc``; 0 elsewhere):
+    what the service costs per message whatever else shares the cores."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------- report
@@ -285,10 +394,12 @@ def print_table(results: list[Result]) -> None:
         )
 
 
-def print_ratios(results: list[Result], clients: list[int]) -> None:
+def print_ratios(
+    results: list[Result], clients: list[int], endpoint_name: str = "MLflow endpoint"
+) -> None:
     by = {(r.target, r.clients): r for r in results}
     low, high = min(clients), max(clients)
-    endpoint = by.get(("MLflow endpoint", low))
+    endpoint = by.get((endpoint_name, low))
     print("\nratios")
     for target in dict.fromkeys(r.target for r in results):
         one, many = by.get((target, low)), by.get((target, high))
@@ -301,16 +412,62 @@ def print_ratios(results: list[Result], clients: list[int]) -> None:
             print(line)
 
 
+def print_overhead(results: list[Result], endpoint_name: str, service_name: str) -> None:
+    by = {(r.target, r.clients): r for r in results}
+    print("\nwhat the service adds to the endpoint (p50, p99 ms)")
+    for (target, n), service in by.items():
+        endpoint = by.get((endpoint_name, n))
+        if target == service_name and endpoint is not None:
+            p50 = service.percentile(0.5) - endpoint.percentile(0.5)
+            p99 = service.percentile(0.99) - endpoint.percentile(0.99)
+            print(f"  {n:>3} clients: {p50:+.2f} ms p50, {p99:+.2f} ms p99")
+
+
+def main_stub(settings: Settings, clients: list[int], requests: int, turns: int) -> None:
+    """The service's own overhead: the stub endpoint alone, then the service in front of it."""
+    texts = chat_texts(settings)
+    endpoint_name, service_name = "stub endpoint", "service on the stub"
+    print(f"stub endpoint (no model); {len(texts)} texts; {turns} turn(s) per conversation")
+    print(f"machine: {os.cpu_count()} cores; {requests} requests per row")
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp, stub_endpoint() as handle:
+        for n in clients:
+            results.append(bench_endpoint(handle.url, texts, n, requests, endpoint_name))
+            print_table(results[-1:])
+        service = regulation_service(Path(tmp) / "service", handle, batch_size=32, workers=1)
+        with service as (url, key, pid):
+            for n in clients:
+                cpu_before = process_cpu_s(pid)
+                results.append(bench_service(service_name, url, key, texts, n, requests, turns))
+                cpu_ms = (process_cpu_s(pid) - cpu_before) * 1000 / requests
+                print_table(results[-1:])
+                print(f"  service process CPU: {cpu_ms:.2f} ms per message")
+    print_table(results)
+    print_ratios(results, clients, endpoint_name)
+    print_overhead(results, endpoint_name, service_name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", help="registered version (default: the champion)")
     parser.add_argument("--requests", type=int, default=300, help="per target and client count")
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--skip-in-process", action="store_true")
+    parser.add_argument(
+        "--stub", action="store_true", help="the service's own overhead, on a stub endpoint"
+    )
+    parser.add_argument("--turns", type=int, default=1, help="messages per conversation")
+    parser.add_argument("--serve-stub", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_stub:
+        serve_stub(args.serve_stub)
+        return
     clients = [int(c) for c in args.clients.split(",")]
 
     settings = get_settings()
+    if args.stub:
+        main_stub(settings, clients, args.requests, args.turns)
+        return
     from pipelines.tracking import configure_mlflow
 
     configure_mlflow(settings)
@@ -345,9 +502,11 @@ def main() -> None:
                 var_dir = Path(tmp) / f"service-{i}"
                 with regulation_service(
                     var_dir, handle, batch_size=batch_size, workers=workers
-                ) as (url, key):
+                ) as (url, key, _pid):
                     for n in clients:
-                        results.append(bench_service(name, url, key, texts, n, args.requests))
+                        results.append(
+                            bench_service(name, url, key, texts, n, args.requests, args.turns)
+                        )
                         print_table(results[-1:])
     print_table(results)
     print_ratios(results, clients)

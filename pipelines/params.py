@@ -68,6 +68,9 @@ class BootstrapParams(_Section):
     seed: int
     golden_fraction: float = Field(gt=0, lt=1)
     neutral_count: int = Field(ge=0)
+    # Share of the non-golden reviews (by canonical key) and inquiry templates that never enter
+    # the corpus: the shop's future traffic, the simulator's only customer texts.
+    reserved_fraction: float = Field(ge=0, lt=1)
 
 
 class SimulateParams(_Section):
@@ -78,6 +81,7 @@ class SimulateParams(_Section):
     days: int = Field(ge=1)
     conversations_per_day: int = Field(ge=1)
     agent_correction_rate: float = Field(ge=0, le=1)
+    agent_error_rate: float = Field(ge=0, le=1)  # wrong agent labels (another class)
     customer_rating_rate: float = Field(ge=0, le=1)
     prediction_error_rate: float = Field(ge=0, le=1)
 

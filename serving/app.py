@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -52,8 +52,9 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     templates.check_policy(policy)  # every template carries its strategy's required action
     lexicon = load_lexicon(settings.service_fallback_lexicon_path)
     keys = auth.load_keys(settings.service_api_keys_file, settings.service_api_keys)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, sqlite_wal=True)
     assert_migrated(engine)
+    answer_engine = _answer_engine(settings.database_url, engine)
     client = EmotionClient(
         routing=LiveRouting(settings.live_file),
         breaker=CircuitBreaker(
@@ -80,6 +81,7 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
         )
     regulator = Regulator(
         engine=engine,
+        answer_engine=answer_engine,
         client=client,
         policy=policy,
         templates=templates,
@@ -90,6 +92,21 @@ def build_services(settings: Settings, metrics: ServiceMetrics) -> Services:
     return Services(settings, keys, regulator, metrics)
 
 
+def _answer_engine(database_url: str, engine: Engine) -> Engine:
+    """Where the service stores its answers (prediction, strategy, reply).
+
+    On a SQLite store, an engine whose connections use ``synchronous=NORMAL``: the message is
+    committed with ``FULL`` (fsynced before the model is asked: no message is ever lost, not even
+    to a power cut), its answer without an fsync of its own (0.3 ms less per message). The answer
+    becomes power-safe with the next message's commit or the checkpoint a second later; a power
+    cut before that loses the answer only, and the chat app's retry computes it again from the
+    stored message (the path that finishes a message stored before a crash). Elsewhere (Postgres)
+    the one engine."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine
+    return make_engine(database_url, sqlite_wal=True, sqlite_synchronous="NORMAL")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = ServiceMetrics()
@@ -98,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, metrics)
         app.state.services = services
+        await services.regulator.start()
         await services.regulator.client.start()
         log.info("regulation service ready", extra={"live_file": str(settings.live_file)})
         try:
@@ -106,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.regulator.client.stop()
             if services.regulator.llm is not None:
                 await services.regulator.llm.aclose()
-            services.regulator.engine.dispose()
+            await services.regulator.aclose()
 
     app = FastAPI(
         title="Emotion regulation service",
@@ -130,7 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 _key_header = APIKeyHeader(name=auth.API_KEY_HEADER, auto_error=False)
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain ``def`` dependency in the thread pool, a hop per request.
     return request.app.state.services
 
 
@@ -178,9 +197,12 @@ def _add_routes(app: FastAPI) -> None:
     )
     async def post_message(
         body: MessageIn, request: Request, svc: Annotated[Services, Depends(services)]
-    ) -> MessageOut:
+    ) -> Response:
         """A customer's message: its emotion, the regulation strategy and the reply to send."""
-        return await svc.regulator.handle_message(body, request_id(request))
+        answer = await svc.regulator.handle_message(body, request_id(request))
+        # Serialised here (the model was validated when built): FastAPI would validate the
+        # returned model against ``response_model`` again and then encode it in two more passes.
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.post(
         "/v1/feedback",

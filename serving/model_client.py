@@ -10,6 +10,10 @@
 - **Degraded mode**: a message gets the model's answer within ``deadline_s`` or the local fallback
   estimate, flagged degraded. Failed or slow calls feed a circuit breaker; while it is open the
   fallback answers at once.
+- **HTTP client**: aiohttp (a dependency of MLflow, so installed wherever the platform is), not
+  httpx: its C parser and plain asyncio transport cost about 0.2 ms per call against httpx's
+  0.6-0.9 ms (h11 and AnyIO in pure Python), measured on a stub endpoint; on the message path
+  that call was the largest piece of the service's own CPU time.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from pipelines.registry.live import LiveRoute, read_live
 from pipelines.registry.server import invocations_payload, prediction_records
@@ -33,6 +37,7 @@ from serving.fallback import FALLBACK_VERSION, Lexicon, estimate
 from serving.policy import LABELS
 
 log = logging.getLogger(__name__)
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,6 @@ class EmotionClient:
         batch_max_wait_ms: float,
         batch_max_inflight: int,
         on_batch: Callable[[int, float, bool], None] | None = None,
-        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.routing = routing
         self.breaker = breaker
@@ -110,14 +114,18 @@ class EmotionClient:
         self._max_wait_s = batch_max_wait_ms / 1000
         self._inflight = asyncio.Semaphore(batch_max_inflight)
         self._on_batch = on_batch or (lambda size, seconds, ok: None)
-        self._http = http or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=batch_max_inflight * 2), trust_env=False
-        )
+        self._max_connections = batch_max_inflight * 2
+        self._http: aiohttp.ClientSession | None = None  # made in start(), on the running loop
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            timeout=aiohttp.ClientTimeout(total=self._deadline_s),
+            trust_env=False,  # the endpoint is local: never through a proxy from the environment
+        )
         self._dispatcher = asyncio.create_task(self._dispatch(), name="emotion-batcher")
 
     async def stop(self) -> None:
@@ -127,7 +135,8 @@ class EmotionClient:
                 await self._dispatcher
         for task in list(self._batches):
             task.cancel()
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     def fallback(self, text: str, reason: str) -> EmotionEstimate:
         probabilities = estimate(self._lexicon, text)
@@ -191,15 +200,20 @@ class EmotionClient:
             route = self.routing.current()
             if route is None:
                 raise ModelCallError("no live model")
+            texts = [item.text for item in live]
             try:
-                results = await self._call(route, [item.text for item in live])
-            except httpx.ConnectError:
+                results = await self._call(route, texts)
+            except aiohttp.ServerDisconnectedError:
+                # A kept-alive connection the server closed as it was reused: scoring is
+                # idempotent, so once more on a fresh connection.
+                results = await self._call(route, texts)
+            except aiohttp.ClientConnectorError:
                 # The route may have been switched and the old server stopped: try the new one.
                 new_route = self.routing.current()
                 if new_route is None or new_route.url == route.url:
                     raise
                 route = new_route
-                results = await self._call(route, [item.text for item in live])
+                results = await self._call(route, texts)
             ok = time.monotonic() - started <= self._deadline_s
             for item, result in zip(live, results, strict=True):
                 if not item.future.done():
@@ -219,15 +233,22 @@ class EmotionClient:
                 self._on_batch(len(batch), time.monotonic() - started, ok)
 
     async def _call(self, route: LiveRoute, texts: list[str]) -> list[EmotionEstimate]:
-        response = await self._http.post(
+        if self._http is None:
+            raise ModelCallError("the client is not started")
+        async with self._http.post(
             f"{route.url}/invocations",
-            content=json.dumps(invocations_payload(texts), ensure_ascii=False).encode("utf-8"),
-            headers={"Content-Type": "application/json"},
-            timeout=self._deadline_s,
-        )
-        if response.status_code != 200:
-            raise ModelCallError(f"{route.url}/invocations answered {response.status_code}")
-        records = prediction_records(response.json())
+            data=json.dumps(invocations_payload(texts), ensure_ascii=False).encode("utf-8"),
+            headers=_JSON_HEADERS,
+        ) as response:
+            status = response.status
+            body = await response.read()
+        if status != 200:
+            raise ModelCallError(f"{route.url}/invocations answered {status}")
+        try:
+            answer = json.loads(body)
+        except ValueError as exc:
+            raise ModelCallError(f"{route.url}/invocations answered no JSON: {exc}") from exc
+        records = prediction_records(answer)
         if records is None or len(records) != len(texts):
             raise ModelCallError(f"{route.url}/invocations answered no records for {len(texts)}")
         return [self._parse(record, route.model_version) for record in records]

@@ -10,13 +10,17 @@ different conversations run concurrently, which is what lets the model client ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import functools
 import logging
 import uuid
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pipelines.data.textprep import redact_text
 from pipelines.store.db import session_scope
-from pipelines.store.models import FeedbackSource, Prediction, Role, utc_naive
+from pipelines.store.models import FeedbackSource, Role, utc_naive
 from serving import repository as repo
 from serving.errors import ApiError
 from serving.metrics import ServiceMetrics
@@ -45,19 +49,14 @@ from serving.schemas import (
 
 log = logging.getLogger(__name__)
 HISTORY_FOR_LLM = 4
+CHECKPOINT_INTERVAL_S = 1.0
+_R = TypeVar("_R")
 
 
 def clean_text(text: str) -> str:
     """What is stored and scored: normalised like training text, personal data redacted (the
     function ``ingest`` applies too; the served model applies it again, which changes nothing)."""
     return redact_text(text)
-
-
-@dataclass(frozen=True)
-class _Opened:
-    turn: int
-    history: list[repo.PriorTurn]
-    answer: MessageOut | None  # set when this message was answered before (a retry)
 
 
 class Regulator:
@@ -72,8 +71,11 @@ class Regulator:
         metrics: ServiceMetrics,
         max_text_chars: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        answer_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
+        # Answers may go through an engine of their own (see serving.app._answer_engine).
+        self.answer_engine = answer_engine or engine
         self.client = client
         self.policy = policy
         self.templates = templates
@@ -82,6 +84,59 @@ class Regulator:
         self.max_text_chars = max_text_chars
         self._clock = clock
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # SQLite takes one writer at a time: store work from a pool of threads would only queue
+        # on its lock (SQLite's busy handler sleeps 1, 2, 5 ... ms between tries). One thread of
+        # our own serialises it without sleeping. Other stores (Postgres) take concurrent
+        # transactions: the shared pool.
+        self._store_thread: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="chat-store")
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._written = False
+
+    async def start(self) -> None:
+        """Background work: on a SQLite store in WAL mode, a checkpoint a second while messages
+        are written, so that ``chats.db`` itself (what a file copy or DVC's hash of it sees)
+        lags the commits, which are durable in ``chats.db-wal`` already, by a second at most."""
+        if self._store_thread is not None and await self._in_store_thread(self._wal_mode):
+            self._checkpointer = asyncio.create_task(self._checkpoints(), name="wal-checkpoint")
+
+    async def aclose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+        if self._store_thread is not None:
+            self._store_thread.shutdown(wait=True)
+        self.answer_engine.dispose()
+        self.engine.dispose()  # the last connection to close checkpoints the rest
+
+    def _wal_mode(self) -> bool:
+        with self.engine.connect() as connection:
+            return connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+    async def _checkpoints(self, interval_s: float = CHECKPOINT_INTERVAL_S) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._written:
+                self._written = False
+                try:
+                    await self._in_store_thread(self._checkpoint)
+                except Exception as exc:  # a busy store: the next one catches up
+                    log.warning("WAL checkpoint failed: %s", exc)
+
+    def _checkpoint(self) -> None:
+        # PASSIVE: copies what it can without waiting for (or blocking) readers and writers.
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def _in_store_thread(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """Run ``fn(*args)`` (blocking store work) off the event loop, with the request's
+        context (its request id reaches the log lines)."""
+        if self._store_thread is None:
+            return await run_in_threadpool(fn, *args)
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, call)
 
     # ------------------------------------------------------------------ messages
 
@@ -98,14 +153,14 @@ class Regulator:
         message_id = body.message_id or uuid.uuid4().hex
         lock = self._locks.setdefault(body.conversation_id, asyncio.Lock())
         async with lock:
-            opened = await run_in_threadpool(self._open_message, body, message_id, text)
+            opened = await self._in_store_thread(self._open_message, body, message_id, text)
             if opened.answer is not None:
-                return opened.answer
+                return _answer(opened.answer, body.conversation_id)
             emotion = await self.client.estimate(text)
             decision = decide(self.policy, _emotion(emotion), _turns(opened.history), text)
             context = self._reply_context(body.context, opened, emotion)
             reply = await self._write_reply(decision, context, text, opened, message_id)
-            answer = await run_in_threadpool(
+            answer = await self._in_store_thread(
                 self._store_answer,
                 message_id,
                 body.conversation_id,
@@ -117,39 +172,35 @@ class Regulator:
         self._count(answer, emotion)
         return answer
 
-    def _open_message(self, body: MessageIn, message_id: str, text: str) -> _Opened:
-        with session_scope(self.engine) as session:
-            message = repo.get_message(session, message_id)
-            if message is not None:
-                if (
-                    message.conversation_id != body.conversation_id
-                    or message.text != text
-                    or message.role != Role.customer
-                ):
-                    raise ApiError(
-                        409,
-                        "duplicate_message_id",
-                        f"message {message_id!r} exists with another conversation or text",
-                    )
-                prediction = repo.service_prediction(session, message_id)
-                if prediction is not None:
-                    return _Opened(message.turn, [], _answer(prediction, body.conversation_id))
-            else:
-                message = repo.add_customer_message(
-                    session,
-                    message_id=message_id,
-                    conversation_id=body.conversation_id,
-                    customer_id=body.customer_id,
-                    channel=body.context.channel if body.context else None,
-                    text=text,
-                    context=_stored_context(body.context),
-                    now=utc_naive(self._clock()),
-                )
-            history = repo.prior_turns(session, body.conversation_id, message.turn)
-            return _Opened(message.turn, history, None)
+    def _open_message(self, body: MessageIn, message_id: str, text: str) -> repo.OpenedMessage:
+        """Store the message (or find it, on a retry) and commit, before the model is asked."""
+        with self.engine.begin() as connection:
+            opened = repo.open_customer_message(
+                connection,
+                message_id=message_id,
+                conversation_id=body.conversation_id,
+                customer_id=body.customer_id,
+                channel=body.context.channel if body.context else None,
+                text=text,
+                context=_stored_context(body.context),
+                now=utc_naive(self._clock()),
+            )
+        self._written = True
+        stored = opened.message
+        if not opened.created and (
+            stored.conversation_id != body.conversation_id
+            or stored.text != text
+            or stored.role != Role.customer
+        ):
+            raise ApiError(
+                409,
+                "duplicate_message_id",
+                f"message {message_id!r} exists with another conversation or text",
+            )
+        return opened
 
     def _reply_context(
-        self, context: MessageContext | None, opened: _Opened, emotion: EmotionEstimate
+        self, context: MessageContext | None, opened: repo.OpenedMessage, emotion: EmotionEstimate
     ) -> ReplyContext:
         waited_days = None
         if context is not None and context.ordered_at is not None:
@@ -174,7 +225,7 @@ class Regulator:
         decision: Decision,
         context: ReplyContext,
         text: str,
-        opened: _Opened,
+        opened: repo.OpenedMessage,
         message_id: str,
     ) -> Reply:
         if self.llm is None:
@@ -197,33 +248,34 @@ class Regulator:
         reply: Reply,
         request_id: str,
     ) -> MessageOut:
-        prediction = Prediction(
-            id=repo.prediction_id(message_id),
-            message_id=message_id,
-            model_version=emotion.model_version,
-            label=emotion.label,
-            score=emotion.score,
-            probabilities=emotion.probabilities,
-            strategy=str(decision.strategy),
-            topic=decision.topic,
-            escalate=decision.escalate,
-            reply=reply.text,  # both writers redact what they return
-            reply_source=reply.source,
-            request_id=request_id,
-            degraded=emotion.degraded,
-            created_at=utc_naive(self._clock()),
-        )
+        prediction = {
+            "id": repo.prediction_id(message_id),
+            "message_id": message_id,
+            "model_version": emotion.model_version,
+            "label": emotion.label,
+            "score": emotion.score,
+            "probabilities": emotion.probabilities,
+            "strategy": str(decision.strategy),
+            "topic": decision.topic,
+            "escalate": decision.escalate,
+            "reply": reply.text,  # both writers redact what they return
+            "reply_source": reply.source,
+            "request_id": request_id,
+            "degraded": emotion.degraded,
+            "created_at": utc_naive(self._clock()),
+        }
         try:
-            with session_scope(self.engine) as session:
-                session.add(prediction)
+            with self.answer_engine.begin() as connection:
+                repo.add_service_prediction(connection, prediction)
+            self._written = True
         except IntegrityError:
             # Another worker answered the same message first: its answer is the answer.
-            with session_scope(self.engine) as session:
-                stored = repo.service_prediction(session, message_id)
-                if stored is None:
-                    raise
-                return _answer(stored, conversation_id)
-        return _answer(prediction, conversation_id)
+            with self.answer_engine.connect() as connection:
+                stored = repo.service_prediction(connection, message_id)
+            if stored is None:
+                raise
+            return _answer(stored, conversation_id)
+        return _answer(SimpleNamespace(**prediction), conversation_id)
 
     def _count(self, answer: MessageOut, emotion: EmotionEstimate) -> None:
         self.metrics.emotions.labels(answer.emotion.label).inc()
@@ -238,7 +290,7 @@ class Regulator:
     async def add_feedback(self, body: FeedbackIn) -> FeedbackOut:
         if body.label is None and body.rating is None:
             raise ApiError(422, "empty_feedback", "feedback needs a label, a rating or both")
-        out = await run_in_threadpool(self._add_feedback, body)
+        out = await self._in_store_thread(self._add_feedback, body)
         self.metrics.feedback.labels(body.source).inc()
         return out
 
@@ -265,7 +317,7 @@ class Regulator:
     # ------------------------------------------------------------------ conversations
 
     async def conversation(self, conversation_id: str) -> ConversationOut:
-        return await run_in_threadpool(self._conversation, conversation_id)
+        return await self._in_store_thread(self._conversation, conversation_id)
 
     def _conversation(self, conversation_id: str) -> ConversationOut:
         with session_scope(self.engine) as session:
@@ -303,7 +355,7 @@ def _stored_context(context: MessageContext | None) -> dict[str, Any] | None:
     return stored
 
 
-def _emotion_out(prediction: Prediction) -> EmotionOut:
+def _emotion_out(prediction: Any) -> EmotionOut:
     return EmotionOut(
         label=prediction.label,
         score=prediction.score,
@@ -311,7 +363,8 @@ def _emotion_out(prediction: Prediction) -> EmotionOut:
     )
 
 
-def _answer(prediction: Prediction, conversation_id: str) -> MessageOut:
+def _answer(prediction: Any, conversation_id: str) -> MessageOut:
+    """The answer from the service's prediction (a stored row, or the values just stored)."""
     return MessageOut(
         message_id=prediction.message_id,
         conversation_id=conversation_id,

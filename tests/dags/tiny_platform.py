@@ -112,7 +112,6 @@ def build_tiny_platform(root: Path) -> TinyPlatform:
             engine,
             params.simulate,
             params.labels,
-            golden_fraction=GOLDEN_FRACTION,
             pools=pools,
             start=date.fromisoformat(GOOD_DAY["start"]),
             days=1,

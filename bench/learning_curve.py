@@ -1,0 +1,470 @@
+"""Does the feedback loop learn? K simulated weeks of shop traffic, a retrain after each.
+
+    python bench/learning_curve.py [--weeks 4] [--conversations-per-day 200]
+        [--warm-start | --from-scratch] [--max-train-rows N] [--tiny]
+        [--out var/bench/learning_curve.png] [--workdir DIR] [--keep]
+
+Everything runs in its own platform (a fresh folder: chat store, MLflow store and artifacts,
+data, params.yaml, model servers), pointed at by the ``EMOREG_*`` settings; the checkout's
+``var/`` and ``data/`` are not touched (only the converted base model is read from them).
+
+1. ``bootstrap``: the corpus, less the reserve (``bootstrap.reserved_fraction``).
+2. Week 0: the bootstrap-only model, through the retrain DAG's steps (``pipelines.flow``):
+   prepare -> check_new_data -> train -> evaluate (gate) -> register; then, as an ML lead
+   would when the gate blessed it, ``approve``, and ``promote`` (a real blue/green switch to an
+   ``mlflow models serve`` process; the champion alias moves).
+3. Weeks 1..K: ``simulate`` seven days of traffic (customer texts from the reserve only; agents
+   label ``agent_correction_rate`` of the messages, ``agent_error_rate`` of them wrongly), then
+   ingest -> validate -> prepare -> check_new_data -> train -> evaluate -> register -> approve
+   -> promote, as above. ``train.warm_start`` of params.yaml decides warm start or from scratch
+   (``--warm-start`` / ``--from-scratch`` override it).
+
+Prints one row per retrain: the week, the prepared training rows (and of them with an agent's
+label), the week's agent labels, the labelled rows new since the champion (``check_new_data``),
+golden real-row accuracy of the challenger and of the champion after the decision, the gate's
+decision, the training time and what happened; writes a PNG of golden real-row accuracy per
+retrain (``--out``) and the rows as JSON beside it. Asserts nothing.
+
+``--tiny``: a smoke run with the tests' tiny random BERT (``tests/tiny_model.py``), a capped
+training set, gate floors of 0. A tiny model cannot pass the real smoke cases
+(``expectations/smoke.yaml``), so before each promotion the smoke file gets the same texts
+labelled with the version's own answers: the check that the right model loaded and answers in
+the contract's columns stays, the quality bar goes. Figures of a tiny run mean nothing.
+
+A real run trains the full model five times (week 0 and 4 weeks): about 10 minutes per retrain
+on 2 cores with native bf16, about an hour in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/learning_curve.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+APPROVER = "learning-curve-bench"
+REAL_ACCURACY = "test_real_accuracy"
+CHAMPION_REAL_ACCURACY = "champion_test_real_accuracy"
+# Settings that would otherwise point into the checkout or at a developer's own services.
+_UNSET = (
+    "EMOREG_DATABASE_URL",
+    "EMOREG_MLFLOW_TRACKING_URI",
+    "EMOREG_MLFLOW_ARTIFACTS_DIR",
+    "EMOREG_MLFLOW_EXPERIMENT",
+    "EMOREG_REGISTERED_MODEL_NAME",
+    "EMOREG_SMOKE_CASES_PATH",
+)
+TINY_MAX_TRAIN_ROWS = 2000
+
+
+@dataclass
+class Retrain:
+    week: int
+    interval: str
+    train_rows: int | None = None  # the prepared train split
+    feedback_train_rows: int | None = None  # of them, rows with an agent's (or customer's) label
+    agent_labels_this_week: int | None = None  # customer messages of the week agents labelled
+    new_labelled_rows: int | None = None  # labelled partition rows the champion never saw
+    challenger_real_accuracy: float | None = None
+    champion_real_accuracy: float | None = None  # after the decision
+    gate: str = ""  # blessed | rejected | -
+    outcome: str = ""  # promoted vN | kept vN | skipped: ... | validation failed | ...
+    train_s: float | None = None
+    run_id: str | None = None
+
+
+# --------------------------------------------------------------------------- the platform
+
+
+def _project_params() -> dict[str, Any]:
+    import yaml
+
+    raw: dict[str, Any] = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    return raw
+
+
+def bench_params(args: argparse.Namespace, tiny_model: Path | None) -> dict[str, Any]:
+    """The project's params.yaml with this run's traffic, interval and training choices."""
+    raw = _project_params()
+    start = date.fromisoformat(args.start) if args.start else raw["simulate"]["start"]
+    start = start if isinstance(start, date) else date.fromisoformat(str(start))
+    raw["simulate"].update(
+        start=start.isoformat(), days=7, conversations_per_day=args.conversations_per_day
+    )
+    raw["ingest"] = {"start": start.isoformat(), "end": (start + timedelta(days=7)).isoformat()}
+    if args.warm_start is not None:
+        raw["train"]["warm_start"] = args.warm_start
+    if args.max_train_rows is not None:
+        raw["train"]["max_train_rows"] = args.max_train_rows
+    if tiny_model is not None:
+        raw["train"].update(
+            base_model=str(tiny_model),
+            max_length=32,
+            batch_size=16,
+            epochs=1,
+            learning_rate=1e-3,
+            precision="fp32",
+            log_every=200,
+        )
+        if args.max_train_rows is None:
+            raw["train"]["max_train_rows"] = TINY_MAX_TRAIN_ROWS
+        raw["gate"].update(min_macro_f1=0.0, min_negative_recall=0.0)
+        raw["retrain"]["min_new_labelled_rows"] = 5
+    return raw
+
+
+def isolate(workdir: Path, params_path: Path, tiny: bool) -> Any:
+    """Point every setting at ``workdir``; the converted base model stays where it is."""
+    from pipelines.settings import get_settings
+
+    models_dir = get_settings().models_dir  # the checkout's (or the caller's) base models
+    for name in _UNSET:
+        os.environ.pop(name, None)
+    os.environ.update(
+        EMOREG_VAR_DIR=str(workdir / "var"),
+        EMOREG_DATA_DIR=str(workdir / "data"),
+        EMOREG_PARAMS_PATH=str(params_path),
+        EMOREG_MODELS_DIR=str(models_dir),
+    )
+    if tiny:
+        os.environ["EMOREG_SMOKE_CASES_PATH"] = str(workdir / "smoke.yaml")
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def write_tiny_smoke_cases(settings: Any, params: Any, version: str) -> None:
+    """The real smoke texts, labelled with what ``version`` answers (``--tiny`` only)."""
+    import mlflow.pyfunc
+    import pandas as pd
+    import yaml
+
+    from pipelines.registry.server import load_smoke_cases
+
+    cases = load_smoke_cases(ROOT / "expectations" / "smoke.yaml", params.labels)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model_name}/{version}")
+    answers = model.predict(pd.DataFrame({"text": [case.text for case in cases]}))
+    labelled = [
+        {"text": case.text, "label": str(label)}
+        for case, label in zip(cases, answers["label"], strict=True)
+    ]
+    Path(settings.smoke_cases_path).write_text(
+        yaml.safe_dump({"cases": labelled}, allow_unicode=True), encoding="utf-8"
+    )
+
+
+# --------------------------------------------------------------------------- one retrain
+
+
+def _metrics(settings: Any, run_id: str) -> dict[str, float]:
+    from pipelines.tracking import client
+
+    return dict(client(settings).get_run(run_id).data.metrics)
+
+
+def _champion_version(settings: Any) -> str | None:
+    from pipelines.tracking import CHAMPION_ALIAS, alias_version, client
+
+    version = alias_version(client(settings), settings.registered_model_name, CHAMPION_ALIAS)
+    return str(version.version) if version is not None else None
+
+
+def agent_labels(partition: Path) -> int:
+    """Rows of the week's partition labelled by an agent (ingest's label rule, first tier)."""
+    import pandas as pd
+
+    raw = pd.read_parquet(partition / "raw.parquet", columns=["label_source"])
+    return int((raw["label_source"] == "agent_correction").sum())
+
+
+def _feedback_rows(prepared_dir: Path) -> int:
+    manifest = json.loads((prepared_dir / "manifest.json").read_text(encoding="utf-8"))
+    sources = manifest.get("counts", {}).get("train", {}).get("source", {})
+    return int(sources.get("feedback", 0))
+
+
+def retrain(
+    row: Retrain, interval: dict[str, str], settings: Any, params: Any, tiny: bool
+) -> Retrain:
+    """prepare -> check_new_data -> train -> evaluate -> register -> approve -> promote."""
+    from pipelines import flow
+    from pipelines.registry.approval import approve
+
+    champion_before = _champion_version(settings)
+    prepared = flow.prepare(interval, settings=settings, params=params)
+    row.train_rows = prepared.counts.get("train")
+    row.feedback_train_rows = _feedback_rows(Path(prepared.prepared_dir))
+    check = flow.check_new_data(prepared.to_dict(), settings=settings, params=params)
+    row.new_labelled_rows = check.new_labelled_rows
+    if not check.proceed:
+        row.gate, row.outcome = "-", "skipped: too few new labels"
+        return row
+    started = time.perf_counter()
+    trained = flow.train(prepared.to_dict(), settings=settings, params=params)
+    row.train_s = time.perf_counter() - started
+    row.run_id = trained.run_id
+    try:
+        flow.evaluate(trained.run_id, settings=settings, params=params)
+    except flow.GateRejected as rejected:
+        row.gate = "rejected"
+        row.outcome = f"kept v{champion_before}" if champion_before else "no champion"
+        print(f"  gate: {rejected.summary}", flush=True)
+    else:
+        row.gate = "blessed"
+    metrics = _metrics(settings, trained.run_id)
+    row.challenger_real_accuracy = metrics.get(REAL_ACCURACY)
+    row.champion_real_accuracy = metrics.get(CHAMPION_REAL_ACCURACY)
+    if row.gate != "blessed":
+        return row
+    registered = flow.register(trained.run_id, settings=settings)
+    approve(settings, registered.version, APPROVER)  # what the ML lead does in the UI
+    if tiny:
+        write_tiny_smoke_cases(settings, params, registered.version)
+    try:
+        promoted = flow.promote(settings=settings, params=params)
+    except flow.PermanentError as failed:
+        row.outcome = f"promotion failed, kept v{champion_before}: {failed.reason}"
+        return row
+    if promoted.action == "promoted":
+        row.outcome = f"promoted v{promoted.version}"
+        row.champion_real_accuracy = row.challenger_real_accuracy
+    else:
+        row.outcome = f"{promoted.action} v{promoted.version}: {promoted.reason}"
+    return row
+
+
+# --------------------------------------------------------------------------- output
+
+HEADER = (
+    f"{'week':>4} {'train rows':>10} {'of them agent':>13} {'agent wk':>8} "
+    f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'gate':>8} {'train s':>7}  outcome"
+)
+
+
+def _fmt(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_row(row: Retrain) -> str:
+    return (
+        f"{row.week:>4} {_fmt(row.train_rows, 'd'):>10} {_fmt(row.feedback_train_rows, 'd'):>13} "
+        f"{_fmt(row.agent_labels_this_week, 'd'):>8} {_fmt(row.new_labelled_rows, 'd'):>12} "
+        f"{_fmt(row.challenger_real_accuracy, '.4f'):>10} "
+        f"{_fmt(row.champion_real_accuracy, '.4f'):>8} {row.gate:>8} "
+        f"{_fmt(row.train_s, '.0f'):>7}  {row.outcome}"
+    )
+
+
+def plot(rows: list[Retrain], out: Path, title: str) -> Path | None:
+    """Golden real-row accuracy per retrain: the challenger (by gate decision) and the champion
+    after the decision. None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot written")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    champion = [
+        (r.week, r.champion_real_accuracy) for r in rows if r.champion_real_accuracy is not None
+    ]
+    if champion:
+        ax.step(*zip(*champion, strict=True), where="post", color="tab:blue", label="champion")
+    challengers = [
+        (r.week, r.challenger_real_accuracy) for r in rows if r.challenger_real_accuracy is not None
+    ]
+    if challengers:
+        ax.plot(*zip(*challengers, strict=True), linestyle=":", color="grey", linewidth=1)
+    for gate, marker, color in (("blessed", "o", "tab:green"), ("rejected", "x", "tab:red")):
+        points = [
+            (r.week, r.challenger_real_accuracy)
+            for r in rows
+            if r.gate == gate and r.challenger_real_accuracy is not None
+        ]
+        if points:
+            ax.scatter(
+                *zip(*points, strict=True),
+                marker=marker,
+                color=color,
+                zorder=3,
+                label=f"challenger ({gate})",
+            )
+    ax.set_xticks([r.week for r in rows])
+    ax.set_xlabel("retrain after simulated week (0: bootstrap only)")
+    ax.set_ylabel("golden real-row accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weeks", type=int, default=4, help="simulated weeks (default 4)")
+    parser.add_argument(
+        "--conversations-per-day",
+        type=int,
+        default=200,
+        help="simulated conversations a day (default 200: 4 weeks send most reserved "
+        "complaints; the messages suite wants 70%% distinct customer texts per week)",
+    )
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--warm-start", dest="warm_start", action="store_true", default=None)
+    start.add_argument("--from-scratch", dest="warm_start", action="store_false")
+    parser.add_argument("--max-train-rows", type=int, help="stratified cap on training rows")
+    parser.add_argument("--start", help="first simulated day (default: params.yaml simulate.start)")
+    parser.add_argument("--tiny", action="store_true", help="tiny model: a smoke run of the loop")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "var" / "bench" / "learning_curve.png", help="PNG path"
+    )
+    parser.add_argument("--workdir", type=Path, help="the run's platform (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir (MLflow, data)")
+    args = parser.parse_args(argv)
+    if args.weeks < 0 or args.conversations_per_day < 1:
+        parser.error("--weeks must be >= 0 and --conversations-per-day >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = (
+        args.workdir.resolve()
+        if args.workdir
+        else Path(tempfile.mkdtemp(prefix="emoreg-learning-curve-"))
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    if any(workdir.iterdir()):
+        print(f"error: {workdir} is not empty (a run needs a fresh platform)", file=sys.stderr)
+        return 2
+    print(f"platform of this run: {workdir}", flush=True)
+    try:
+        rows = run(args, workdir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if rows else 1
+
+
+def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
+    import yaml
+
+    tiny_model = workdir / "tiny-model" if args.tiny else None
+    raw = bench_params(args, tiny_model)
+    params_path = workdir / "params.yaml"
+    params_path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), "utf-8")
+    settings = isolate(workdir, params_path, args.tiny)
+
+    from pipelines import flow
+    from pipelines.data.bootstrap import run_bootstrap
+    from pipelines.data.simulate import load_text_pools, simulate
+    from pipelines.params import load_params
+    from pipelines.registry.server import stop_all
+    from pipelines.store.db import make_engine, upgrade
+
+    params = load_params(params_path)
+    sim = params.simulate
+    print(
+        f"weeks {args.weeks}, {sim.conversations_per_day} conversations/day, agents label "
+        f"{sim.agent_correction_rate:.0%} ({sim.agent_error_rate:.0%} wrong), reserve "
+        f"{params.bootstrap.reserved_fraction:.0%}, "
+        f"{'warm start' if params.train.warm_start else 'from scratch'}, "
+        f"max_train_rows {params.train.max_train_rows}{', TINY model' if args.tiny else ''}",
+        flush=True,
+    )
+    run_bootstrap(settings, params)
+    pools = load_text_pools(params.bootstrap, sim.seed)
+    print(
+        "reserve (the simulator's texts): "
+        f"{len(pools.negative)} negative, {len(pools.positive)} positive reviews, "
+        f"{len(pools.neutral)} inquiries",
+        flush=True,
+    )
+    if tiny_model is not None:
+        import pandas as pd
+
+        from tests.tiny_model import build_tiny_model
+
+        corpus = pd.read_parquet(settings.bootstrap_dir / "corpus.parquet")
+        build_tiny_model(tiny_model, [*corpus["text"], *pools.negative, *pools.positive])
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+
+    rows: list[Retrain] = []
+    print(HEADER, flush=True)
+    try:
+        week0 = {"start": (sim.start - timedelta(days=7)).isoformat(), "end": sim.start.isoformat()}
+        rows.append(retrain(Retrain(0, "bootstrap only"), week0, settings, params, args.tiny))
+        print(format_row(rows[-1]), flush=True)
+        for week in range(1, args.weeks + 1):
+            first = sim.start + timedelta(days=7 * (week - 1))
+            interval = {"start": first.isoformat(), "end": (first + timedelta(days=7)).isoformat()}
+            simulate(engine, sim, params.labels, pools=pools, start=first, days=7)
+            row = Retrain(week, f"[{interval['start']}, {interval['end']})")
+            ingested = flow.ingest(interval, settings=settings)
+            row.agent_labels_this_week = agent_labels(Path(ingested.partition))
+            try:
+                flow.validate(ingested.interval, settings=settings, params=params)
+            except flow.ValidationRejected as rejected:
+                row.gate, row.outcome = "-", f"validation failed: {rejected.summary}"
+                row.champion_real_accuracy = rows[-1].champion_real_accuracy
+            else:
+                row = retrain(row, interval, settings, params, args.tiny)
+                if row.champion_real_accuracy is None:
+                    row.champion_real_accuracy = rows[-1].champion_real_accuracy
+            rows.append(row)
+            print(format_row(row), flush=True)
+    finally:
+        engine.dispose()
+        stopped = stop_all(settings)
+        if stopped:
+            print(f"stopped {len(stopped)} model server(s) of this run", flush=True)
+
+    print("\ngolden real-row accuracy per retrain")
+    print(HEADER)
+    for row in rows:
+        print(format_row(row))
+    how = "warm start" if params.train.warm_start else "from scratch"
+    title = (
+        f"{'TINY model (smoke run), ' if args.tiny else ''}{how}, "
+        f"{sim.conversations_per_day} conversations/day, agents {sim.agent_error_rate:.0%} wrong"
+    )
+    out = plot(rows, args.out, title)
+    record = args.out.with_suffix(".json")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(
+        json.dumps(
+            {"title": title, "params": raw, "rows": [asdict(r) for r in rows]},
+            indent=2,
+            default=str,
+        ),
+        encoding="utf-8",
+    )
+    print(f"\nplot: {out}" if out else "", f"rows: {record}", sep="\n")
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
