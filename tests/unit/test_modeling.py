@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +16,7 @@ from pipelines.model.modeling import (
     texts_of,
 )
 from pipelines.settings import Settings
+from tests.clean_process import run_without_repository
 from tests.tiny_unigram import build_tiny_unigram_model, log_tiny_classifier
 
 LABELS = ("negative", "neutral", "positive")
@@ -219,14 +216,8 @@ def test_logged_model_loads_without_this_repository(
 ) -> None:
     """A fresh process where ``import pipelines`` fails still loads and scores the model."""
     model_uri, var_dir = logged_model
-    script = textwrap.dedent(
+    result = run_without_repository(
         f"""
-        import json, os, sys
-        class NoPipelines:
-            def find_spec(self, name, path=None, target=None):
-                if name == "pipelines" or name.startswith(("pipelines.", "tests")):
-                    raise ImportError("this repository is not available")
-        sys.meta_path.insert(0, NoPipelines())
         import mlflow, pandas as pd
         mlflow.set_tracking_uri({f"sqlite:///{var_dir / 'mlflow.db'}"!r})
         raw = pd.DataFrame({{"text": ["客服电话１３８１２３４５６７８"]}})
@@ -234,19 +225,9 @@ def test_logged_model_loads_without_this_repository(
         print(json.dumps({{"columns": list(out.columns),
                           "proba": out[["p_negative", "p_neutral", "p_positive"]].values.tolist(),
                           "pipelines": any(m.startswith("pipelines") for m in sys.modules)}}))
-        """
+        """,
+        tmp_path,
     )
-    env = {"HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     proba = result.pop("proba")
     assert result == {
         "columns": ["label", "score", "p_negative", "p_neutral", "p_positive"],

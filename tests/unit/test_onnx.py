@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +11,7 @@ import pytest
 from pipelines.model.modeling import OnnxClassifier, TextClassifier, onnx_threads
 from pipelines.model.onnx_export import choose_runtime, export_onnx, quantize_int8
 from pipelines.settings import Settings
+from tests.clean_process import run_without_repository
 from tests.tiny_unigram import build_tiny_unigram_model
 
 LABELS = ("negative", "neutral", "positive")
@@ -213,14 +210,8 @@ def test_onnx_pyfunc_loads_without_this_repository_or_torch(
 ) -> None:
     """A fresh process where ``import pipelines`` fails scores with ONNX Runtime, never torch."""
     model_uri, var_dir = onnx_pyfunc
-    script = textwrap.dedent(
+    result = run_without_repository(
         f"""
-        import json, sys
-        class NoPipelines:
-            def find_spec(self, name, path=None, target=None):
-                if name == "pipelines" or name.startswith(("pipelines.", "tests")):
-                    raise ImportError("this repository is not available")
-        sys.meta_path.insert(0, NoPipelines())
         import mlflow, pandas as pd
         mlflow.set_tracking_uri({f"sqlite:///{var_dir / 'mlflow.db'}"!r})
         model = mlflow.pyfunc.load_model({model_uri!r})
@@ -230,19 +221,9 @@ def test_onnx_pyfunc_loads_without_this_repository_or_torch(
                           "runtime": model.model_config["runtime"],
                           "torch": "torch" in sys.modules,
                           "pipelines": any(m.startswith("pipelines") for m in sys.modules)}}))
-        """
+        """,
+        tmp_path,
     )
-    env = {"HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     proba = np.array(result.pop("proba"))
     labels = result.pop("labels")
     assert result == {
