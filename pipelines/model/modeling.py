@@ -29,6 +29,7 @@ Blend: with an ``ngram_model`` artifact (``pipelines.model.ngram``) the probabil
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -295,7 +296,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-_RUNS_OF_WHITESPACE = None  # compiled on first use
+# scikit-learn's char analyzer collapses runs of whitespace to one space before the n-grams
+_RUNS_OF_WHITESPACE = re.compile(r"\s\s+")
 
 
 @dataclass
@@ -340,11 +342,6 @@ class NgramClassifier:
         )
 
     def ngrams(self, text: str) -> list[str]:
-        import re
-
-        global _RUNS_OF_WHITESPACE
-        if _RUNS_OF_WHITESPACE is None:
-            _RUNS_OF_WHITESPACE = re.compile(r"\s\s+")
         text = _RUNS_OF_WHITESPACE.sub(" ", text.lower() if self.lowercase else text)
         low, high = self.ngram_range
         return [
