@@ -149,6 +149,11 @@ class TrainParams(_Section):
     ngram_max_n: int = Field(ge=1, le=6)
     ngram_min_df: int = Field(ge=1)
     ngram_c: float = Field(gt=0)
+    # Cross-validated label-noise filter of the training rows (pipelines/model/noise.py).
+    noise_filter: bool
+    noise_folds: int = Field(ge=2)
+    noise_min_confidence: float = Field(gt=0.5, le=1)
+    noise_max_drop_fraction: float = Field(ge=0, lt=1)
 
 
 class EvaluateParams(_Section):

@@ -11,6 +11,11 @@ The logged model scores under ONNX Runtime (int8 or fp32, chosen on the validati
 blends in a character n-gram model when the validation split says it helps
 (``pipelines.model.ngram``; ``train.ngram_blend``).
 
+Noise filter (``train.noise_filter``): the chosen training rows lose those whose label the
+out-of-fold character n-gram model confidently contradicts (``pipelines.model.noise``; capped,
+validation and test rows untouched); the run logs the suspects as ``noise/suspects.csv`` with a
+``dropped`` column, and the ``noise.*`` counts.
+
 Warm start (``train.warm_start``): the weights of ``models:/<name>@champion``, trained on the rows
 the champion has not seen (by ``id``; each run logs its training ids as ``data/train_ids.parquet``)
 plus a stratified replay sample of ``replay_fraction`` of the rows it has seen. Without a champion
@@ -56,9 +61,12 @@ from pipelines.settings import Settings
 
 if TYPE_CHECKING:
     from pipelines.model.ngram import BlendChoice
+    from pipelines.model.noise import NoiseFilterResult
     from pipelines.model.onnx_export import RuntimeChoice
 
 log = logging.getLogger(__name__)
+
+NOISE_ARTIFACT = "noise/suspects.csv"  # the suspects of train.noise_filter, for a person to check
 
 
 @dataclass(frozen=True)
@@ -376,6 +384,8 @@ def train(settings: Settings, params: Params) -> TrainResult:
                 },
             )
             mlflow.set_tags({"step": "train", **lineage})
+            if setup.noise is not None:
+                _log_noise(setup.noise, Path(tmp))
             model_uri, metrics = train_and_log(
                 setup, data, labels, Path(tmp), max_chars=params.prepare.max_chars
             )
@@ -423,6 +433,16 @@ def _log_blend_choice(blend: BlendChoice) -> None:
                 "ngram_fit_s": blend.fit_s,
             }
         )
+
+
+def _log_noise(noise: NoiseFilterResult, work: Path) -> None:
+    import mlflow
+
+    path = work / Path(NOISE_ARTIFACT).name
+    noise.report.to_csv(path, index=False, encoding="utf-8")
+    mlflow.log_artifact(str(path), artifact_path=str(Path(NOISE_ARTIFACT).parent))
+    counts = {f"noise.{k}": float(v) for k, v in noise.counts.items()}
+    mlflow.log_metrics(counts | {"noise_filter_s": noise.seconds})
 
 
 def _log_train_ids(frame: pd.DataFrame, work: Path) -> None:

