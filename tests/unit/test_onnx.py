@@ -96,7 +96,12 @@ def test_onnx_int8_is_smaller_and_close_to_torch(
 
     int8_file = exported[1]
     graph = onnx.load(str(int8_file))
-    assert any(node.op_type == "MatMulInteger" for node in graph.graph.node)
+    weights = {init.name: list(init.dims) for init in graph.graph.initializer}
+    integer_matmuls = [node for node in graph.graph.node if node.op_type == "MatMulInteger"]
+    assert integer_matmuls
+    for node in integer_matmuls:  # per-channel: one weight zero point per output column
+        weight_dims, zero_point_dims = weights[node.input[1]], weights[node.input[3]]
+        assert len(weight_dims) == 2 and zero_point_dims == [weight_dims[1]], node.name
     reference = torch_classifier.predict_proba(TEXTS)
     proba = OnnxClassifier.load(tiny_dir, int8_file).predict_proba(TEXTS)
     assert proba.argmax(axis=1).tolist() == reference.argmax(axis=1).tolist()
