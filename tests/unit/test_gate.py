@@ -7,9 +7,11 @@ import math
 import pytest
 
 from pipelines.evaluation.gate import decide
-from pipelines.params import GateParams
+from pipelines.params import GateParams, load_params
 
-PARAMS = GateParams(min_macro_f1=0.7, min_negative_recall=0.7, max_regression=0.01)
+PARAMS = GateParams(
+    min_macro_f1=0.7, min_negative_recall=0.7, max_regression=0.01, regression_metrics=("macro_f1",)
+)
 
 
 def metrics(macro_f1: float = 0.85, negative_recall: float = 0.9, **extra: float) -> dict:
@@ -113,3 +115,29 @@ def test_decision_serialises() -> None:
     payload = decide(metrics(), metrics(), PARAMS).to_dict()
     assert payload["verdict"] == "blessed"
     assert payload["checks"]["regression_macro_f1"]["passed"] is True
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "blessed"),
+    [
+        # Figures of the learning-curve run (bench/learning_curve.py), week 1: both fell.
+        ((0.9001, 0.8615), (0.9058, 0.8655), False),
+        # Week 3: macro-F1 rose, real-row accuracy fell by 0.11 points.
+        ((0.9115, 0.8729), (0.9099, 0.8740), False),
+        # Week 2: both rose.
+        ((0.9099, 0.8740), (0.9001, 0.8615), True),
+        # A tie is no regression.
+        ((0.9058, 0.8655), (0.9058, 0.8655), True),
+    ],
+)
+def test_project_gate_never_lets_the_champion_regress(
+    challenger: tuple[float, float], champion: tuple[float, float], blessed: bool
+) -> None:
+    params = load_params().gate  # the project's params.yaml
+    assert params.max_regression == 0.0
+    assert set(params.regression_metrics) == {"macro_f1", "real_accuracy"}
+
+    def flat(macro_f1: float, real_accuracy: float) -> dict:
+        return metrics(macro_f1=macro_f1, real_accuracy=real_accuracy)
+
+    assert decide(flat(*challenger), flat(*champion), params).blessed is blessed
