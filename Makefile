@@ -1,4 +1,4 @@
-.PHONY: setup run quick start stop status mlflow-ui airflow-env api-keys serve test lint format lock bench
+.PHONY: setup run quick start stop status mlflow-ui airflow-env api-keys serve test lint format lock bench bench-learning-curve
 
 setup:  ## virtualenv from the lock file + converted base model
 	scripts/setup.sh
@@ -46,9 +46,12 @@ lock:  ## re-resolve requirements.lock after editing pyproject.toml
 mlflow-ui:  ## start (or reuse) the MLflow UI on http://127.0.0.1:5000 (stopped by make stop)
 	$(PLATFORM) mlflow-ui
 
-bench:  ## benchmarks (print figures): training speed, quality vs the baseline, serving (needs a champion), PII redaction, learning curve (about an hour)
+bench:  ## benchmarks (print figures): training speed, quality vs the baseline, inference speed and serving (need a champion), PII redaction
 	.venv/bin/python bench/train_speed.py
 	.venv/bin/python bench/quality.py
+	.venv/bin/python bench/inference_speed.py
 	.venv/bin/python bench/serving.py
 	.venv/bin/python bench/pii_corpus.py
+
+bench-learning-curve:  ## 4 simulated weeks, a retrain after each, in its own platform (about an hour)
 	.venv/bin/python bench/learning_curve.py
