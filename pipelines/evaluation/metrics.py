@@ -177,7 +177,7 @@ def scorecard(
     }
 
 
-def _metric_key(name: str) -> str:
+def metric_key(name: str) -> str:
     # MLflow metric names allow letters, digits, "_-. /"; keep keys to a safe subset.
     return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "unknown"
 
@@ -199,9 +199,9 @@ def flatten(card: Mapping[str, Any]) -> dict[str, float]:
     flat = _headline(overall, "")
     for label, values in overall["per_class"].items():
         for name, value in values.items():
-            flat[f"{_metric_key(label)}_{name}"] = float(value)
+            flat[f"{metric_key(label)}_{name}"] = float(value)
     for group, metrics in card.get("by_group", {}).items():
         flat.update(_headline(metrics, f"{group}_"))
     for source, metrics in card.get("by_source", {}).items():
-        flat.update(_headline(metrics, f"source_{_metric_key(source)}_"))
+        flat.update(_headline(metrics, f"source_{metric_key(source)}_"))
     return flat

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipelines.evaluation.metrics import metric_key
 from pipelines.model.ngram import fit_ngram
 from pipelines.params import TrainParams
 
@@ -155,11 +155,6 @@ def _most_confident_first(suspects: pd.DataFrame) -> pd.DataFrame:
     return ordered.drop(columns="_id").reset_index(drop=True)
 
 
-def _metric_key(name: object) -> str:
-    """``name`` as a safe MLflow metric-name part (letters, digits, ``_ - .``)."""
-    return re.sub(r"[^\w.-]", "_", str(name))
-
-
 def filter_noisy(
     frame: pd.DataFrame, suspects: pd.DataFrame, max_drop_fraction: float
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -193,13 +188,13 @@ def filter_noisy(
     is_dropped = frame["id"].astype(str).isin(dropped)
     counts = {"suspects": len(suspects), "dropped": len(dropped)}
     for label in sorted(sizes.index):
-        counts[f"dropped_{_metric_key(label)}"] = int(
+        counts[f"dropped_{metric_key(str(label))}"] = int(
             (is_dropped & (frame["label"] == label)).sum()
         )
     if "source" in frame.columns:
         for source in sorted(frame["source"].astype(str).unique()):
             from_source = frame["source"].astype(str) == source
-            counts[f"dropped_source_{_metric_key(source)}"] = int((is_dropped & from_source).sum())
+            counts[f"dropped_source_{metric_key(source)}"] = int((is_dropped & from_source).sum())
     return frame[~is_dropped].reset_index(drop=True), counts
 
 
