@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="the old server keeps answering this long after a switch"
     )
     model_server_request_timeout_s: float = Field(default=30.0, gt=0)
+    model_server_onnx_threads: int = Field(
+        default=1,
+        ge=1,
+        description="ONNX Runtime threads per request in a model server: the scoring server "
+        "already runs concurrent requests in threads of their own (see bench/serving.py)",
+    )
     smoke_cases_path: Path = Field(
         default=PROJECT_ROOT / "expectations" / "smoke.yaml",
         description="texts whose labels a new server must return before it is switched in",

@@ -120,15 +120,14 @@ def predict_proba(
 def proba_frame(proba: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
     """The pyfunc output columns from a probability matrix."""
     best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)
-    frame = pd.DataFrame(
-        {
-            "label": pd.Series([labels[i] for i in best], dtype=object),
-            "score": proba[np.arange(len(proba)), best] if len(proba) else np.zeros(0),
-        }
-    )
-    for index, label in enumerate(labels):
-        frame[f"p_{label}"] = proba[:, index]
-    return frame
+    # One constructor call: adding columns one by one cost 0.6 ms a request, a third of the
+    # served model's own overhead at batch 1.
+    columns: dict[str, Any] = {
+        "label": pd.Series(np.array(labels, dtype=object)[best], dtype=object),
+        "score": proba[np.arange(len(proba)), best] if len(proba) else np.zeros(0),
+    }
+    columns.update({f"p_{label}": proba[:, index] for index, label in enumerate(labels)})
+    return pd.DataFrame(columns)
 
 
 def texts_of(model_input: Any) -> list[str]:
@@ -250,6 +249,9 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or onnx_threads()
         options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: a served model shares the cores with the
+        # regulation service, and spinning doubled its CPU per message for no latency gained.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         names = [node.name for node in session.get_inputs()]

@@ -186,6 +186,10 @@ def test_first_approved_version_is_served_and_aliased(settings: Settings, store:
     assert live.model_uri == f"models:/{settings.registered_model_name}/{version}"
     assert live.url.startswith("http://127.0.0.1:")
     assert is_model_server(live.pid)
+    # One ONNX Runtime thread per request (the setting's default): the scoring server already
+    # runs concurrent requests in threads of their own.
+    environ = Path(f"/proc/{live.pid}/environ").read_bytes().split(b"\0")
+    assert b"EMOREG_ONNX_THREADS=1" in environ
     answer = classify(live.url, ["快递太慢了，非常失望", "请问有现货吗？", "质量很好，非常满意"])
     assert [a["label"] for a in answer] == ["negative", "neutral", "positive"]
     assert all(set(a) == CONTRACT_COLUMNS for a in answer)

@@ -70,6 +70,10 @@ def test_proba_frame_columns_follow_label_order() -> None:
     assert list(frame.columns) == ["label", "score", "p_negative", "p_neutral", "p_positive"]
     assert frame["label"].tolist() == ["positive", "negative"]
     assert frame["score"].tolist() == [0.7, 0.5]
+    assert frame["p_neutral"].tolist() == [0.2, 0.3]
+    assert frame["label"].dtype == object and frame["p_positive"].dtype == np.float64
+    empty = proba_frame(np.zeros((0, 3)), LABELS)
+    assert list(empty.columns) == list(frame.columns) and empty.empty
 
 
 def test_empty_input_gives_empty_output(classifier: TextClassifier) -> None:

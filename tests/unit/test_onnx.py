@@ -116,6 +116,22 @@ def test_empty_input_and_missing_files(tiny_dir: Path, exported: tuple[Path, Pat
         OnnxClassifier.load(tiny_dir, tiny_dir / "nothing.onnx")
 
 
+def test_session_threads_follow_the_setting_and_never_spin(
+    tiny_dir: Path, exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMOREG_ONNX_THREADS", "1")
+    options = OnnxClassifier.load(tiny_dir, exported[1]).session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    # Spinning pool threads burn a core that the service beside the model needs.
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert (
+        OnnxClassifier.load(tiny_dir, exported[1], threads=2)
+        .session.get_session_options()
+        .intra_op_num_threads
+        == 2
+    )
+
+
 def test_thread_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMOREG_ONNX_THREADS", "3")
     assert onnx_threads() == 3
