@@ -7,7 +7,8 @@ For one registered version (default: the champion) it measures, on chat-length C
 (4-30 characters, from the bootstrap corpus), batch-1 latency (p50, p99) and throughput at 1, 4
 and 16 concurrent clients of:
 
-1. the pyfunc called in-process (threads calling ``predict`` on one text each);
+1. the pyfunc called in-process (threads calling ``predict`` on one text each, with as many
+   ONNX Runtime threads per call as a model server gives it: ``model_server_onnx_threads``);
 2. its own ``mlflow models serve`` process (one worker, as promotion starts it), one text per
    ``POST /invocations``;
 3. the full ``POST /v1/messages`` path of the regulation service in front of that endpoint
@@ -482,6 +483,9 @@ def main() -> None:
     if not args.skip_in_process:
         import mlflow
 
+        from pipelines.model.modeling import ONNX_THREADS_ENV
+
+        os.environ.setdefault(ONNX_THREADS_ENV, str(settings.model_server_onnx_threads))
         model = mlflow.pyfunc.load_model(model_uri)
         for n in clients:
             results.append(bench_in_process(model, texts, n, args.requests))
