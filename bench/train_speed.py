@@ -205,6 +205,7 @@ def bench_inference(model_dir: Path, texts: Sequence[str], settings: Settings) -
     from pipelines.model.modeling import copy_transformers_folder, folder_size, log_classifier
     from pipelines.model.modeling import save_classifier as save
     from pipelines.model.vocab import prune_vocabulary
+    from pipelines.params import PrepareParams
     from pipelines.tracking import configure_mlflow
 
     base_s, (model, tokenizer) = timed(lambda: load_base(model_dir))
@@ -220,7 +221,9 @@ def bench_inference(model_dir: Path, texts: Sequence[str], settings: Settings) -
         configure_mlflow(settings)
         with mlflow.start_run():
             package = export_package(work / "code")
-            info = log_classifier(saved, LABELS, text_package=package, max_chars=512)
+            info = log_classifier(
+                saved, LABELS, text_package=package, max_chars=PrepareParams().max_chars
+            )
         fetch_s, _ = timed(lambda: copy_transformers_folder(info.model_uri, work / "fetched"))
         pyfunc_s, pyfunc = timed(lambda: mlflow.pyfunc.load_model(info.model_uri))
         frame = pd.DataFrame({"text": list(texts[:256])})
