@@ -2,7 +2,10 @@
 
 The torch weights (a ``save_pretrained`` folder) are exported to an ONNX graph (fp32, dynamic
 batch and sequence axes) and quantised to int8 with ONNX Runtime's dynamic quantisation
-(weights int8, activations quantised per batch at run time). Both are scored on the validation
+(weights int8, activations quantised per batch at run time). Before quantisation the graph's
+attention, layer norms and GELUs are fused into ONNX Runtime's transformer operators (on the
+fine-tuned e5-small, 2 cores: batch-1 p50 6.8 -> 5.0 ms in int8, 10.9 -> 8.1 ms in fp32, same
+labels). Both are scored on the validation
 split; int8 is served when it loses less than ``train.int8_max_accuracy_loss`` against the torch
 model there, otherwise fp32 (which scores like torch, several times faster on CPU). The golden
 test set plays no part in the choice.
@@ -10,12 +13,14 @@ test set plays no part in the choice.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -40,12 +45,22 @@ class RuntimeChoice:
 
 
 def export_onnx(model_dir: Path, output: Path) -> Path:
-    """Export the folder's classifier to ``output`` (fp32 graph, logits out)."""
+    """Export the folder's classifier to ``output`` (fp32 graph, logits out), fused."""
+    raw = output.with_name(f"{output.stem}.unfused.onnx")
+    _export_unfused(model_dir, raw)
+    _fuse_transformer(raw, output, json.loads((model_dir / "config.json").read_text("utf-8")))
+    raw.unlink()
+    return output
+
+
+def _export_unfused(model_dir: Path, output: Path) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    # Eager attention traces to the MatMul/Softmax pattern that ONNX Runtime fuses into one
+    # Attention operator; SDPA's traced graph matches no fusion pattern.
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, local_files_only=True, dtype=torch.float32
+        model_dir, local_files_only=True, dtype=torch.float32, attn_implementation="eager"
     )
     model.eval()
     # Any ids below the vocabulary size do; two rows of different lengths exercise the mask.
@@ -64,7 +79,35 @@ def export_onnx(model_dir: Path, output: Path) -> Path:
             opset_version=OPSET,
             dynamo=False,
         )
-    return output
+
+
+def _fuse_transformer(source: Path, output: Path, config: dict[str, Any]) -> None:
+    """Fuse ``source`` into ONNX Runtime's transformer operators, or copy it unfused.
+
+    Offline and in Python only (``opt_level=0``): the saved graph holds no optimisation that is
+    specific to this machine's CPU; the session still applies its own at load time.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_type = str(config.get("model_type", ""))
+    if model_type != "bert":  # the only architecture whose fusion is measured here
+        log.info("ONNX fusion skipped: model_type %r", model_type)
+        shutil.copyfile(source, output)
+        return
+    fused = optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=int(config["num_attention_heads"]),
+        hidden_size=int(config["hidden_size"]),
+        opt_level=0,
+    )
+    counts = {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
+    if not counts.get("Attention"):
+        log.warning("ONNX fusion found no attention to fuse (%s): the graph stays unfused", counts)
+        shutil.copyfile(source, output)
+        return
+    log.info("ONNX fusion: %s", counts)
+    fused.save_model_to_file(str(output))
 
 
 def quantize_int8(source: Path, output: Path) -> Path:
@@ -75,9 +118,17 @@ def quantize_int8(source: Path, output: Path) -> Path:
     versions (1,289 validation rows) per-tensor int8 changed validation accuracy by +0.47 and
     -0.39 points against fp32, per-channel by 0.00 and +0.08, at the same speed.
     """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(output), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(
+        str(source),
+        str(output),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        # ONNX's shape inference does not type the outputs of fused (com.microsoft) operators.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
     return output
 
 

@@ -109,6 +109,30 @@ def test_onnx_int8_is_smaller_and_close_to_torch(
     assert not np.allclose(proba, reference, atol=1e-6)  # it is really another model
 
 
+def test_exported_graph_is_fused_into_transformer_operators(exported: tuple[Path, Path]) -> None:
+    import onnx
+
+    fp32, int8 = (onnx.load(str(path)) for path in exported)
+    fp32_ops = [node.op_type for node in fp32.graph.node]
+    # The tiny model has 2 layers: one fused attention each, two skip layer norms each.
+    assert fp32_ops.count("Attention") == 2 and fp32_ops.count("SkipLayerNormalization") == 4
+    assert fp32_ops.count("EmbedLayerNormalization") == 1
+    assert "Softmax" not in fp32_ops  # the unfused attention's softmax is gone
+    int8_ops = [node.op_type for node in int8.graph.node]
+    assert int8_ops.count("QAttention") == 2 and "Attention" not in int8_ops
+    assert not list(exported[0].parent.glob("*unfused*"))  # the intermediate graph is removed
+
+
+def test_fusion_is_skipped_for_an_unmeasured_architecture(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from pipelines.model.onnx_export import _fuse_transformer
+
+    copy = tmp_path / "copy.onnx"
+    _fuse_transformer(exported[0], copy, {"model_type": "xlm-roberta"})
+    assert copy.read_bytes() == exported[0].read_bytes()
+
+
 def test_empty_input_and_missing_files(tiny_dir: Path, exported: tuple[Path, Path]) -> None:
     onnx = OnnxClassifier.load(tiny_dir, exported[0])
     assert onnx.predict_proba([]).shape == (0, 3)
