@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -174,9 +174,9 @@ class GateParams(_Section):
 
     min_macro_f1: float = Field(ge=0, le=1)
     min_negative_recall: float = Field(ge=0, le=1)
-    max_regression: float = Field(ge=0, le=1)
-    # Flat metric names (pipelines.evaluation.metrics.flatten), higher is better, vs the champion.
-    regression_metrics: tuple[str, ...]
+    # Flat metric name (pipelines.evaluation.metrics.flatten, higher is better) -> the drop
+    # against the champion that still passes.
+    regression_metrics: dict[str, Annotated[float, Field(ge=0, le=1)]]
     require_behaviour: bool
 
 

@@ -1,7 +1,8 @@
 """The blessing gate: does a challenger deserve to be registered?
 
 TFX-style: absolute floors on the golden test set, optionally every behavioural check passing,
-and no regression beyond ``max_regression`` against the champion scored on the same test set.
+and no metric of ``regression_metrics`` dropping more than its allowed drop against the champion
+scored on the same test set.
 With no champion the floors alone decide. Pure: metrics in, decision out.
 """
 
@@ -112,12 +113,12 @@ def decide(
     if params.require_behaviour:
         checks["behaviour"] = _behaviour(challenger)
     if champion is not None:
-        for name in params.regression_metrics:
+        for name, allowed_drop in params.regression_metrics.items():
             checks[f"regression_{name}"] = _regression(
                 name,
                 _metric(challenger, name, "challenger"),
                 _metric(champion, name, "champion"),
-                params.max_regression,
+                allowed_drop,
             )
     failed = [c["message"] for c in checks.values() if not c["passed"]]
     if failed:

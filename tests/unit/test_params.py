@@ -66,7 +66,7 @@ def test_a_section_left_out_or_partly_given_takes_params_yaml_values(tmp_path: P
     assert params.train.model_dump(mode="json") == raw["train"]
     assert params.bootstrap.neutral_count == raw["bootstrap"]["neutral_count"]
     # the same in code
-    assert GateParams(max_regression=0.2).min_macro_f1 == raw["gate"]["min_macro_f1"]
+    assert GateParams(regression_metrics={}).min_macro_f1 == raw["gate"]["min_macro_f1"]
     assert PrepareParams(window_days=3).max_chars == raw["prepare"]["max_chars"]
     assert Params(labels=("a", "b"), ingest=raw["ingest"]).train == TrainParams()
 
