@@ -6,18 +6,23 @@ The model's torch weights (the ``hf_model`` artifact) are scored as torch fp32, 
 here to ONNX fp32 and quantised to ONNX int8, exactly as ``train`` does. For each: accuracy on
 the golden test split (all rows and real reviews), throughput over the whole split in
 length-sorted batches of 32, and batch-1 latency on chat-length texts (at most ``--max-chars``
-characters). Ratios are against torch fp32 in this process; the logged pyfunc (text pipeline
-included, as served) is timed too. Prints figures; asserts nothing.
+characters). int8 runs three ways: idle threads sleeping (the default), spinning
+(``EMOREG_ONNX_SPINNING=1``) and one thread (a model server's default). Ratios are against torch
+fp32 in this process; the logged pyfunc (text pipeline included, as served) is timed too.
+``--profile`` adds int8's kernel time per ONNX operator type. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +59,59 @@ def accuracy(proba: np.ndarray, labels: list[str], truth: pd.Series) -> float:
     return float(np.mean(np.array(labels)[proba.argmax(axis=1)] == truth.to_numpy()))
 
 
+def print_operator_profile(
+    int8: Path, folder: Path, texts: list[str], short: list[str], threads: int
+) -> None:
+    """Where int8 spends its time: kernel time per operator type, batched and at batch 1."""
+    import onnxruntime as ort
+
+    from pipelines.model.modeling import OnnxClassifier
+
+    for title, passes in (("batched, whole split", [texts]), ("batch 1", [[t] for t in short])):
+        scorer = OnnxClassifier.load(folder, int8, spinning=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.enable_profiling = True
+        with tempfile.TemporaryDirectory(prefix="emoreg-profile-") as tmp:
+            options.profile_file_prefix = str(Path(tmp) / "int8")
+            scorer.session = ort.InferenceSession(
+                str(int8), options, providers=["CPUExecutionProvider"]
+            )
+            for batch in passes:
+                scorer.predict_proba(batch)
+            events = json.loads(Path(scorer.session.end_profiling()).read_text("utf-8"))
+        per_op: dict[str, float] = {}
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                op = event["args"]["op_name"]
+                per_op[op] = per_op.get(op, 0.0) + event["dur"] / 1000
+        total = sum(per_op.values())
+        print(f"\nint8 kernel time, {title} ({len(passes)} calls, {total:.0f} ms in all):")
+        for op, ms in sorted(per_op.items(), key=lambda item: -item[1])[:8]:
+            print(f"  {op:28s} {ms / len(passes):9.2f} ms per call  {100 * ms / total:5.1f}%")
+
+
+def export_forms(folder: Path, work: Path) -> tuple[Path, Path, float]:
+    """The folder's classifier as ONNX fp32 and int8, exactly as ``train`` exports it."""
+    from pipelines.model.onnx_export import export_onnx, quantize_int8
+
+    started = time.perf_counter()
+    fp32 = export_onnx(folder, work / "fp32.onnx")
+    int8 = quantize_int8(fp32, work / "int8.onnx")
+    return fp32, int8, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-uri", default=None, help="default: the champion alias")
     parser.add_argument("--max-chars", type=int, default=30, help="batch-1 texts up to this")
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2, help="batched passes; best counts")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print int8's time per ONNX operator type"
+    )
     args = parser.parse_args()
 
     import mlflow.pyfunc
@@ -70,7 +122,6 @@ def main() -> None:
         copy_transformers_folder,
         onnx_threads,
     )
-    from pipelines.model.onnx_export import export_onnx, quantize_int8
     from pipelines.params import load_params
     from pipelines.settings import get_settings
     from pipelines.tracking import configure_mlflow
@@ -88,45 +139,55 @@ def main() -> None:
         f"{len(short)} texts of at most {args.max_chars} characters; {onnx_threads()} threads"
     )
 
-    import torch
+    def measure(name: str, score: Scorer, megabytes: float) -> None:
+        proba = score(texts)
+        results[name] = {
+            "accuracy": accuracy(proba, labels, test["label"]),
+            "real": accuracy(proba[real], labels, test["label"][real]),
+            "throughput": throughput(score, texts, args.repeats),
+            "latency": latency_ms(score, short),
+            "mb": megabytes,
+        }
+        print(f"  measured {name}")
 
-    torch.set_num_threads(onnx_threads())
+    results: dict[str, dict] = {}
+    threads = onnx_threads()
     with tempfile.TemporaryDirectory(prefix="emoreg-bench-") as tmp:
         folder = copy_transformers_folder(model_uri, Path(tmp) / "hf_model")
-        started = time.perf_counter()
-        fp32 = export_onnx(folder, Path(tmp) / "fp32.onnx")
-        int8 = quantize_int8(fp32, Path(tmp) / "int8.onnx")
-        print(f"export + quantisation: {time.perf_counter() - started:.1f} s")
-        runtimes: dict[str, Scorer] = {
-            "torch fp32": TextClassifier.load(folder).predict_proba,
-            "ONNX Runtime fp32": OnnxClassifier.load(folder, fp32).predict_proba,
-            "ONNX Runtime int8": OnnxClassifier.load(folder, int8).predict_proba,
+        # Exporting runs torch; in a process of its own, so that the ONNX forms are timed as
+        # served: in a process that never loaded torch (its idle OpenMP threads slowed
+        # ONNX Runtime's batch-1 by up to a millisecond here).
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            fp32, int8, export_s = pool.submit(export_forms, folder, Path(tmp)).result()
+        print(f"export + quantisation: {export_s:.1f} s")
+        onnx_forms = {
+            "ONNX Runtime fp32": (fp32, {"spinning": False}),
+            "ONNX Runtime int8": (int8, {"spinning": False}),
+            # EMOREG_ONNX_SPINNING=1: idle threads spin between operators instead of sleeping
+            "ONNX Runtime int8, spinning": (int8, {"spinning": True}),
+            # a model server's default: one thread per request (EMOREG_MODEL_SERVER_ONNX_THREADS)
+            "ONNX Runtime int8, 1 thread": (int8, {"threads": 1, "spinning": False}),
         }
-        sizes = {
-            "torch fp32": sum(p.stat().st_size for p in folder.glob("*.safetensors")) * 2,
-            "ONNX Runtime fp32": fp32.stat().st_size,
-            "ONNX Runtime int8": int8.stat().st_size,
-        }
-        results = {}
-        for name, score in runtimes.items():
-            proba = score(texts)
-            results[name] = {
-                "accuracy": accuracy(proba, labels, test["label"]),
-                "real": accuracy(proba[real], labels, test["label"][real]),
-                "throughput": throughput(score, texts, args.repeats),
-                "latency": latency_ms(score, short),
-                "mb": sizes[name] / 1e6,
-            }
-            print(f"  measured {name}")
+        for name, (graph, options) in onnx_forms.items():
+            scorer = OnnxClassifier.load(folder, graph, **options)
+            measure(name, scorer.predict_proba, graph.stat().st_size / 1e6)
+        if args.profile:
+            print_operator_profile(int8, folder, texts, short, threads)
 
-    served = mlflow.pyfunc.load_model(model_uri)
-    runtime = served.model_config.get("runtime", "torch")
+        served = mlflow.pyfunc.load_model(model_uri)
+        runtime = served.model_config.get("runtime", "torch")
 
-    def served_score(batch: Sequence[str]) -> np.ndarray:
-        out = served.predict(pd.DataFrame({"text": list(batch)}))
-        return out[[f"p_{label}" for label in labels]].to_numpy()
+        def served_score(batch: Sequence[str]) -> np.ndarray:
+            out = served.predict(pd.DataFrame({"text": list(batch)}))
+            return out[[f"p_{label}" for label in labels]].to_numpy()
 
-    served_latency = latency_ms(served_score, short)
+        served_latency = latency_ms(served_score, short)
+
+        import torch
+
+        torch.set_num_threads(threads)
+        weights_mb = sum(p.stat().st_size for p in folder.glob("*.safetensors")) * 2 / 1e6
+        measure("torch fp32", TextClassifier.load(folder).predict_proba, weights_mb)
 
     base = results["torch fp32"]
     print()
@@ -135,7 +196,8 @@ def main() -> None:
         "batch-1 p50 ms | p99 ms | × torch (p50) | size MB |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
+    for name in ["torch fp32", *onnx_forms]:
+        r = results[name]
         p50, p99 = r["latency"]
         print(
             f"| {name} | {r['accuracy']:.4f} | {r['real']:.4f} | {r['throughput']:.0f} | "

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         description="ONNX Runtime threads per request in a model server: the scoring server "
         "already runs concurrent requests in threads of their own (see bench/serving.py)",
     )
+    model_server_onnx_spinning: bool = Field(
+        default=False,
+        description="let a model server's idle ONNX Runtime threads spin (faster wake-up, busy "
+        "cores): only with several threads per request and cores of its own",
+    )
     smoke_cases_path: Path = Field(
         default=PROJECT_ROOT / "expectations" / "smoke.yaml",
         description="texts whose labels a new server must return before it is switched in",

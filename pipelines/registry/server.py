@@ -132,7 +132,8 @@ def is_running(pid: int, start_ticks: int) -> bool:
 
 
 def _server_env(settings: Settings) -> dict[str, str]:
-    from pipelines.model.modeling import ONNX_THREADS_ENV  # numpy and pandas: only when used
+    # numpy and pandas: only when used
+    from pipelines.model.modeling import ONNX_SPINNING_ENV, ONNX_THREADS_ENV
 
     env = dict(os.environ)
     # `mlflow models serve` starts uvicorn through `bash -c`; it must find the venv's binaries.
@@ -144,6 +145,7 @@ def _server_env(settings: Settings) -> dict[str, str]:
     # intra-op threads on top of that only oversubscribe the cores (measured: half the
     # throughput at 16 clients with one thread per core than with one in all).
     env[ONNX_THREADS_ENV] = str(settings.model_server_onnx_threads)
+    env[ONNX_SPINNING_ENV] = "1" if settings.model_server_onnx_spinning else "0"
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")

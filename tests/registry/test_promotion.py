@@ -190,6 +190,7 @@ def test_first_approved_version_is_served_and_aliased(settings: Settings, store:
     # runs concurrent requests in threads of their own.
     environ = Path(f"/proc/{live.pid}/environ").read_bytes().split(b"\0")
     assert b"EMOREG_ONNX_THREADS=1" in environ
+    assert b"EMOREG_ONNX_SPINNING=0" in environ  # idle threads sleep: the cores are shared
     answer = classify(live.url, ["快递太慢了，非常失望", "请问有现货吗？", "质量很好，非常满意"])
     assert [a["label"] for a in answer] == ["negative", "neutral", "positive"]
     assert all(set(a) == CONTRACT_COLUMNS for a in answer)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.model.modeling import OnnxClassifier, TextClassifier, onnx_threads
+from pipelines.model.modeling import OnnxClassifier, TextClassifier, onnx_spinning, onnx_threads
 from pipelines.model.onnx_export import choose_runtime, export_onnx, quantize_int8
 from pipelines.settings import Settings
 from tests.clean_process import run_without_repository
@@ -140,20 +140,22 @@ def test_empty_input_and_missing_files(tiny_dir: Path, exported: tuple[Path, Pat
         OnnxClassifier.load(tiny_dir, tiny_dir / "nothing.onnx")
 
 
-def test_session_threads_follow_the_setting_and_never_spin(
+def test_session_threads_follow_the_setting_and_spin_only_when_asked(
     tiny_dir: Path, exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMOREG_ONNX_THREADS", "1")
+    monkeypatch.delenv("EMOREG_ONNX_SPINNING", raising=False)
     options = OnnxClassifier.load(tiny_dir, exported[1]).session.get_session_options()
     assert options.intra_op_num_threads == 1
-    # Spinning pool threads burn a core that the service beside the model needs.
+    # Spinning pool threads burn a core that the service beside the model needs: off by default.
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert (
-        OnnxClassifier.load(tiny_dir, exported[1], threads=2)
-        .session.get_session_options()
-        .intra_op_num_threads
-        == 2
-    )
+    monkeypatch.setenv("EMOREG_ONNX_SPINNING", "true")
+    spinning = OnnxClassifier.load(tiny_dir, exported[1], threads=2).session.get_session_options()
+    assert spinning.intra_op_num_threads == 2
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    # The argument wins over the environment.
+    asked = OnnxClassifier.load(tiny_dir, exported[1], spinning=False).session.get_session_options()
+    assert asked.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_thread_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +164,22 @@ def test_thread_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMOREG_ONNX_THREADS", "zero")
     with pytest.raises(ValueError, match="EMOREG_ONNX_THREADS"):
         onnx_threads()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", False), ("0", False), ("No", False), ("1", True), ("yes", True)]
+)
+def test_spinning_setting_is_parsed(
+    value: str, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMOREG_ONNX_SPINNING", value)
+    assert onnx_spinning() is expected
+
+
+def test_spinning_setting_rejects_other_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMOREG_ONNX_SPINNING", "sometimes")
+    with pytest.raises(ValueError, match="EMOREG_ONNX_SPINNING must be 0 or 1"):
+        onnx_spinning()
 
 
 def _validation(truth: str) -> pd.DataFrame:
