@@ -38,6 +38,7 @@ class BlendChoice:
     val_log_loss: dict[float, float] = field(default_factory=dict)
     val_accuracy: dict[float, float] = field(default_factory=dict)
     fit_s: float = 0.0
+    train_rows: int = 0  # rows the n-gram model was fitted on
 
 
 def fit_ngram(
@@ -143,4 +144,5 @@ def build_blend(
         weight, losses[weight], accuracies[weight], losses[1.0], accuracies[1.0],
         losses[0.0], accuracies[0.0], elapsed,
     )  # fmt: skip
-    return BlendChoice(weight, folder if weight < 1 else None, losses, accuracies, elapsed)
+    chosen = folder if weight < 1 else None
+    return BlendChoice(weight, chosen, losses, accuracies, elapsed, len(train))

@@ -314,7 +314,7 @@ def train_and_log(
     _log_runtime_choice(choice)
     # The blend is weighted against the served transformer form's own validation scores.
     blend = build_blend(
-        data.train,
+        ngram_training_rows(data.train, setup.noise),
         data.validation,
         served_validation_proba(choice, torch_val_proba),
         labels,
@@ -433,6 +433,19 @@ def _log_blend_choice(blend: BlendChoice) -> None:
                 "ngram_fit_s": blend.fit_s,
             }
         )
+        mlflow.log_param("blend.ngram_train_rows", blend.train_rows)
+
+
+def ngram_training_rows(train: pd.DataFrame, noise: NoiseFilterResult | None) -> pd.DataFrame:
+    """The train split less the rows the noise filter dropped: both models learn the same labels.
+
+    The whole split, not only the rows the transformer trains on (a warm start's replay sample, a
+    quick run's cap): the n-gram model is refitted from scratch in seconds.
+    """
+    if noise is None or not len(noise.report):
+        return train
+    dropped = set(noise.report.loc[noise.report["dropped"].astype(bool), "id"].astype(str))
+    return train[~train["id"].astype(str).isin(dropped)]
 
 
 def _log_noise(noise: NoiseFilterResult, work: Path) -> None:

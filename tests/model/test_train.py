@@ -14,6 +14,7 @@ from pipelines.model.train import (
     TrainError,
     TrainResult,
     apply_overrides,
+    ngram_training_rows,
     train,
     train_pointer,
 )
@@ -354,7 +355,7 @@ def test_noise_filter_drops_planted_mislabels_and_logs_them(tmp_path: Path) -> N
     params = tiny_params(
         base,
         epochs=0.5,
-        ngram_blend=False,
+        ngram_blend=True,
         inference="torch",
         noise_filter=True,
         noise_min_confidence=0.8,  # the planted rows score about 0.85, the others under 0.5
@@ -373,6 +374,8 @@ def test_noise_filter_drops_planted_mislabels_and_logs_them(tmp_path: Path) -> N
     logged = run.data.params
     assert (logged["rows.noise_dropped"], logged["rows.train_rows"]) == ("3", "51")
     assert logged["validation_rows"] == "18"  # validation rows are never filtered
+    # The blend's n-gram model learns from the same labels: the 54 train-split rows less the 3.
+    assert logged["blend.ngram_train_rows"] == "51"
 
     csv = client.download_artifacts(result.run_id, "noise/suspects.csv", str(tmp_path / "a"))
     report = pd.read_csv(csv, encoding="utf-8", dtype={"id": str})
@@ -385,6 +388,18 @@ def test_noise_filter_drops_planted_mislabels_and_logs_them(tmp_path: Path) -> N
     train_ids = set(pd.read_parquet(ids)["id"])
     split_ids = set(frame.loc[np.arange(len(frame)) % 5 >= 2, "id"])
     assert train_ids == split_ids - set(NOISE_PLANTED)
+
+
+def test_ngram_training_rows_leave_out_only_the_dropped_suspects() -> None:
+    from pipelines.model.noise import NoiseFilterResult
+
+    train = pd.DataFrame({"id": ["a", "b", "c", "d"], "text": list("wxyz"), "label": ["x"] * 4})
+    report = pd.DataFrame({"id": ["c", "a"], "dropped": [True, False]})  # "a": a kept suspect
+    noise = NoiseFilterResult(kept=train, report=report, counts={}, seconds=0.0)
+    assert ngram_training_rows(train, noise)["id"].tolist() == ["a", "b", "d"]
+    assert ngram_training_rows(train, None) is train
+    nobody = NoiseFilterResult(train, report.iloc[:0], {}, 0.0)
+    assert ngram_training_rows(train, nobody)["id"].tolist() == ["a", "b", "c", "d"]
 
 
 def test_length_buckets_cover_every_row_once_with_similar_lengths() -> None:
