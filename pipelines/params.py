@@ -146,6 +146,7 @@ class TrainParams(_Section):
     inference: Literal["auto", "onnx-int8", "onnx-fp32", "torch"]
     int8_max_accuracy_loss: float = Field(ge=0, le=1)
     ngram_blend: bool
+    ngram_blend_rule: Literal["linear", "log_linear"]
     ngram_max_n: int = Field(ge=1, le=6)
     ngram_min_df: int = Field(ge=1)
     ngram_c: float = Field(gt=0)

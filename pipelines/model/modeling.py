@@ -21,9 +21,10 @@ tokenizers + onnxruntime + numpy, no torch or transformers import); the ``hf_mod
 still holds the torch weights, for warm starts and inspection, and the tokenizer. Without it the
 torch weights score (``TextClassifier``). ``model_config["runtime"]`` says which one.
 
-Blend: with an ``ngram_model`` artifact (``pipelines.model.ngram``) the probabilities are
-``blend_weight`` x the transformer's + the rest x a character n-gram model's
-(``NgramClassifier``, numpy only).
+Blend: with an ``ngram_model`` artifact (``pipelines.model.ngram``) the transformer's
+probabilities are combined with a character n-gram model's (``NgramClassifier``, numpy only) by
+``model_config["blend_rule"]``: ``linear`` (``blend_weight`` x the transformer's + the rest x the
+n-gram model's) or ``log_linear`` (a weighted geometric mean, sharpened by ``blend_sharpness``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ NGRAM_CONFIG = "ngram.json"  # labels, n-gram range, casing, the vocabulary in c
 NGRAM_WEIGHTS = "ngram_weights.npz"  # idf, coef (labels x n-grams), intercept
 TEXT_PACKAGE = "emoreg_textprep"  # the text pipeline shipped in the model's code_paths
 DEFAULT_BATCH_SIZE = 32
+BLEND_RULES = ("linear", "log_linear")  # how the n-gram model's probabilities join (see below)
 # Appended to this module's source to make the logged model file (MLflow "models from code").
 _CODE_FOOTER = "\n\nimport mlflow.models  # noqa: E402\n\nmlflow.models.set_model(make_pyfunc())\n"
 _EXAMPLE_TEXTS = ["物流很快，客服态度也好", "东西坏了一直没人处理", "请问什么时候发货？"]
@@ -388,11 +390,18 @@ class NgramClassifier:
 
 @dataclass
 class BlendedClassifier:
-    """``weight`` x the transformer's probabilities + (1 - ``weight``) x the n-gram model's."""
+    """The transformer's and the n-gram model's probabilities combined by ``rule``.
+
+    ``linear``: ``weight`` x the transformer's + (1 - ``weight``) x the n-gram model's.
+    ``log_linear``: proportional to (transformer ** ``weight`` x n-gram ** (1 - ``weight``)) **
+    ``sharpness``: a row both models lean to wins more clearly, one they split on stays split.
+    """
 
     transformer: Any  # TextClassifier or OnnxClassifier
     ngram: NgramClassifier
     weight: float
+    rule: str = "linear"
+    sharpness: float = 1.0
 
     @property
     def labels(self) -> list[str]:
@@ -402,10 +411,31 @@ class BlendedClassifier:
         transformer = self.transformer.predict_proba(texts)
         if not len(texts):
             return transformer
-        return self.weight * transformer + (1 - self.weight) * self.ngram.predict_proba(texts)
+        ngram = self.ngram.predict_proba(texts)
+        if self.rule == "log_linear":
+            return log_linear_blend(transformer, ngram, self.weight, self.sharpness)
+        return self.weight * transformer + (1 - self.weight) * ngram
 
     def predict(self, model_input: Any) -> pd.DataFrame:
         return proba_frame(self.predict_proba(texts_of(model_input)), self.labels)
+
+
+def log_linear_blend(
+    transformer: np.ndarray, ngram: np.ndarray, weight: float, sharpness: float
+) -> np.ndarray:
+    """Rows proportional to (transformer ** weight x ngram ** (1 - weight)) ** sharpness."""
+    logits = weight * np.log(np.clip(transformer, 1e-12, None))
+    logits += (1 - weight) * np.log(np.clip(ngram, 1e-12, None))
+    return _softmax(sharpness * logits)
+
+
+def check_blend(weight: float, rule: str, sharpness: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"blend_weight must be within [0, 1], got {weight}")
+    if rule not in BLEND_RULES:
+        raise ValueError(f"blend_rule must be one of {BLEND_RULES}, got {rule!r}")
+    if not sharpness > 0:
+        raise ValueError(f"blend_sharpness must be positive, got {sharpness}")
 
 
 def load_scorer(
@@ -413,6 +443,8 @@ def load_scorer(
     onnx_file: str | Path | None,
     ngram_folder: str | Path | None = None,
     blend_weight: float = 1.0,
+    blend_rule: str = "linear",
+    blend_sharpness: float = 1.0,
 ) -> TextClassifier | OnnxClassifier | BlendedClassifier:
     """The ONNX Runtime classifier when there is an ONNX file, else the torch one; blended with
     the n-gram model when there is one."""
@@ -426,7 +458,8 @@ def load_scorer(
     ngram = NgramClassifier.load(ngram_folder)
     if ngram.labels != transformer.labels:
         raise ValueError(f"n-gram labels {ngram.labels} differ from {transformer.labels}")
-    return BlendedClassifier(transformer, ngram, blend_weight)
+    check_blend(blend_weight, blend_rule, blend_sharpness)
+    return BlendedClassifier(transformer, ngram, blend_weight, blend_rule, blend_sharpness)
 
 
 def max_length_of(model: Any, tokenizer: Any) -> int:
@@ -454,6 +487,9 @@ def make_pyfunc() -> Any:
                 context.artifacts.get(ONNX_ARTIFACT),
                 context.artifacts.get(NGRAM_ARTIFACT),
                 float(context.model_config.get("blend_weight", 1.0)),
+                # versions logged before the log-linear rule blend linearly
+                str(context.model_config.get("blend_rule", "linear")),
+                float(context.model_config.get("blend_sharpness", 1.0)),
             )
             self.prepare_text = importlib.import_module(TEXT_PACKAGE).prepare_text
             self.max_chars = int(context.model_config["max_chars"])
@@ -503,6 +539,8 @@ def log_classifier(
     runtime: str = "torch",
     ngram_folder: Path | None = None,
     blend_weight: float = 1.0,
+    blend_rule: str = "linear",
+    blend_sharpness: float = 1.0,
     name: str = "model",
     example_texts: Sequence[str] = _EXAMPLE_TEXTS,
 ) -> ModelInfo:
@@ -512,8 +550,8 @@ def log_classifier(
     and ``max_chars`` prepare's cut: the pyfunc applies both to raw texts before scoring. With
     ``onnx_file`` (the exported graph of the same weights) the pyfunc scores under ONNX Runtime;
     ``runtime`` names the form (``onnx-int8``, ``onnx-fp32``, ``torch``) in the model config.
-    With ``ngram_folder`` (``pipelines.model.ngram``) the output is ``blend_weight`` x the
-    transformer's probabilities + the rest x the n-gram model's.
+    With ``ngram_folder`` (``pipelines.model.ngram``) the output blends the transformer's and the
+    n-gram model's probabilities by ``blend_rule`` (``BlendedClassifier``).
     Checks that the model's labels are ``labels`` and that it scores the example before logging.
     """
     import mlflow.pyfunc
@@ -522,9 +560,10 @@ def log_classifier(
     started = time.perf_counter()
     if ngram_folder is None and blend_weight != 1.0:
         raise ValueError(f"blend_weight {blend_weight} needs an n-gram model")
-    if not 0.0 <= blend_weight <= 1.0:
-        raise ValueError(f"blend_weight must be within [0, 1], got {blend_weight}")
-    classifier = load_scorer(model_dir, onnx_file, ngram_folder, blend_weight)
+    check_blend(blend_weight, blend_rule, blend_sharpness)
+    classifier = load_scorer(
+        model_dir, onnx_file, ngram_folder, blend_weight, blend_rule, blend_sharpness
+    )
     load_s = time.perf_counter() - started
     if classifier.labels != list(labels):
         raise ValueError(f"model labels {classifier.labels} differ from {list(labels)}")
@@ -553,6 +592,8 @@ def log_classifier(
                 "max_chars": max_chars,
                 "runtime": runtime,
                 "blend_weight": blend_weight,
+                "blend_rule": blend_rule,
+                "blend_sharpness": blend_sharpness,
             },
             signature=signature,
             input_example=example,
@@ -561,11 +602,13 @@ def log_classifier(
     size = folder_size(model_dir) + (onnx_file.stat().st_size if onnx_file else 0)
     size += folder_size(ngram_folder) if ngram_folder else 0
     log.info(
-        "logged %s (%s, transformer weight %.2f): %.1f MB of weights and tokenizer, loads in "
-        "%.2f s",
+        "logged %s (%s, %s blend, transformer weight %.2f, sharpness %.1f): %.1f MB of weights "
+        "and tokenizer, loads in %.2f s",
         name,
         runtime,
+        blend_rule,
         blend_weight,
+        blend_sharpness,
         size / 1e6,
         load_s,
     )

@@ -3,9 +3,11 @@
 A TF-IDF of character 1..n-grams with a multinomial logistic regression, fitted on the train
 split, knows surface cues (shop jargon, emoticons, spellings) that the transformer misses, and
 the two err on different rows. The served probabilities are ``w * transformer + (1 - w) *
-n-gram``, with ``w`` chosen on the validation split by log loss (a calibrated mixture, not
-the best accuracy on ~2k rows); ``w = 1`` means the n-gram model is not shipped. The golden test
-set plays no part in either fit.
+n-gram`` (rule ``linear``) or proportional to ``(transformer ** w * n-gram ** (1 - w)) ** s``
+(rule ``log_linear``: a row both models lean to wins more clearly), with ``w`` (and ``s``) chosen
+on the validation split by log loss (a calibrated mixture, not the best accuracy on ~1k rows);
+``w = 1`` means the n-gram model is not shipped. The golden test set plays no part in either
+fit.
 
 The fitted model is exported as plain arrays (``modeling.NGRAM_FILES``: vocabulary, idf,
 weights), scored in the pyfunc by ``modeling.NgramClassifier`` with numpy alone: no pickle, no
@@ -29,6 +31,7 @@ from pipelines.model.modeling import NGRAM_CONFIG, NGRAM_WEIGHTS
 log = logging.getLogger(__name__)
 
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # transformer share 0, 0.05, ..., 1
+SHARPNESS_GRID = tuple(round(0.5 + 0.1 * i, 1) for i in range(16))  # log-linear: 0.5, ..., 2.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class BlendChoice:
     val_accuracy: dict[float, float] = field(default_factory=dict)
     fit_s: float = 0.0
     train_rows: int = 0  # rows the n-gram model was fitted on
+    rule: str = "linear"  # modeling.BLEND_RULES
+    sharpness: float = 1.0  # log_linear only
 
 
 def fit_ngram(
@@ -109,6 +114,31 @@ def choose_weight(
     return best, losses, accuracies
 
 
+def choose_log_linear(
+    transformer: np.ndarray, ngram: np.ndarray, truth: np.ndarray
+) -> tuple[float, float, dict[float, float], dict[float, float]]:
+    """The weight and sharpness of the lowest validation log loss of the log-linear blend.
+
+    Per weight, the losses and accuracies are those at its best sharpness. Weight 1 (the
+    transformer alone, the n-gram model not shipped) is taken as it is served: sharpness 1.
+    Ties: the larger transformer share, then the sharpness nearer 1.
+    """
+    from pipelines.model.modeling import log_linear_blend
+
+    losses, accuracies, sharpness_of = {}, {}, {}
+    for weight in WEIGHT_GRID:
+        candidates = (1.0,) if weight == 1.0 else SHARPNESS_GRID
+        scored = []
+        for sharpness in candidates:
+            blend = log_linear_blend(transformer, ngram, weight, sharpness)
+            scored.append((round(log_loss(blend, truth), 6), abs(sharpness - 1), sharpness, blend))
+        loss, _, sharpness, blend = min(scored, key=lambda item: item[:2])
+        losses[weight], sharpness_of[weight] = loss, sharpness
+        accuracies[weight] = float((blend.argmax(axis=1) == truth).mean())
+    best = min(WEIGHT_GRID, key=lambda w: (losses[w], -w))
+    return best, sharpness_of[best], losses, accuracies
+
+
 def build_blend(
     train: pd.DataFrame,
     validation: pd.DataFrame,
@@ -120,6 +150,7 @@ def build_blend(
     max_n: int,
     min_df: int,
     c: float,
+    rule: str,
 ) -> BlendChoice:
     """Fit the n-gram model on ``train``, choose the weight on ``validation``, export it."""
     if not enabled:
@@ -136,13 +167,22 @@ def build_blend(
     # Scored as the pyfunc will score it, so the weight is chosen on the served numbers.
     ngram_proba = NgramClassifier.load(folder).predict_proba(list(validation["text"]))
     truth = np.array([list(labels).index(v) for v in validation["label"]])
-    weight, losses, accuracies = choose_weight(transformer_val_proba, ngram_proba, truth)
+    sharpness = 1.0
+    if rule == "log_linear":
+        weight, sharpness, losses, accuracies = choose_log_linear(
+            transformer_val_proba, ngram_proba, truth
+        )
+    elif rule == "linear":
+        weight, losses, accuracies = choose_weight(transformer_val_proba, ngram_proba, truth)
+    else:
+        raise ValueError(f"unknown blend rule {rule!r}: linear or log_linear")
     elapsed = time.perf_counter() - started
     log.info(
-        "n-gram blend: transformer weight %.2f (validation log loss %.4f, accuracy %.4f; "
-        "transformer alone %.4f / %.4f; n-gram alone %.4f / %.4f), %.1f s",
-        weight, losses[weight], accuracies[weight], losses[1.0], accuracies[1.0],
-        losses[0.0], accuracies[0.0], elapsed,
+        "n-gram blend (%s): transformer weight %.2f, sharpness %.1f (validation log loss %.4f, "
+        "accuracy %.4f; transformer alone %.4f / %.4f; n-gram alone %.4f / %.4f), %.1f s",
+        rule, weight, sharpness, losses[weight], accuracies[weight], losses[1.0],
+        accuracies[1.0], losses[0.0], accuracies[0.0], elapsed,
     )  # fmt: skip
-    chosen = folder if weight < 1 else None
-    return BlendChoice(weight, chosen, losses, accuracies, elapsed, len(train))
+    if weight == 1.0:
+        return BlendChoice(1.0, None, losses, accuracies, elapsed, len(train))
+    return BlendChoice(weight, folder, losses, accuracies, elapsed, len(train), rule, sharpness)

@@ -323,6 +323,7 @@ def train_and_log(
         max_n=tp.ngram_max_n,
         min_df=tp.ngram_min_df,
         c=tp.ngram_c,
+        rule=tp.ngram_blend_rule,
     )
     _log_blend_choice(blend)
     # The served model applies prepare's text pipeline itself: raw text in = text trained on.
@@ -335,6 +336,8 @@ def train_and_log(
         runtime=choice.runtime,
         ngram_folder=blend.folder,
         blend_weight=blend.weight,
+        blend_rule=blend.rule,
+        blend_sharpness=blend.sharpness,
         name="model",
     )
     _log_train_ids(setup.frame, work)
@@ -422,7 +425,13 @@ def _log_runtime_choice(choice: RuntimeChoice) -> None:
 def _log_blend_choice(blend: BlendChoice) -> None:
     import mlflow
 
-    mlflow.log_param("blend.transformer_weight", blend.weight)
+    mlflow.log_params(
+        {
+            "blend.transformer_weight": blend.weight,
+            "blend.rule": blend.rule,
+            "blend.sharpness": blend.sharpness,
+        }
+    )
     if blend.val_log_loss:
         mlflow.log_metrics(
             {

@@ -153,6 +153,10 @@ def test_train_logs_a_run_and_a_loadable_pyfunc(trained: tuple[Settings, TrainRe
     model = mlflow.pyfunc.load_model(result.model_uri)
     assert model.model_config["runtime"] == expected_runtime
     assert model.model_config["blend_weight"] == weight
+    # params.yaml's rule when the n-gram model is shipped; the transformer alone is not blended.
+    rule = "log_linear" if weight < 1 else "linear"
+    assert (model.model_config["blend_rule"], run.data.params["blend.rule"]) == (rule, rule)
+    assert float(run.data.params["blend.sharpness"]) == model.model_config["blend_sharpness"]
     texts = ["客服态度很差!", "请问什么时候发货", "很好很满意"]
     out = model.predict(pd.DataFrame({"text": texts}))
     assert list(out.columns) == ["label", "score", "p_negative", "p_neutral", "p_positive"]

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from pipelines.model.modeling import NgramClassifier
-from pipelines.model.ngram import build_blend, choose_weight, export_ngram, fit_ngram
+from pipelines.model.ngram import (
+    build_blend,
+    choose_log_linear,
+    choose_weight,
+    export_ngram,
+    fit_ngram,
+)
 
 LABELS = ("negative", "neutral", "positive")
 TRAIN = pd.DataFrame(
@@ -95,7 +101,7 @@ def test_weight_is_chosen_by_log_loss() -> None:
 
 
 def test_build_blend_off_or_without_validation_ships_no_ngram(tmp_path: Path) -> None:
-    kwargs = {"max_n": 3, "min_df": 1, "c": 4.0}
+    kwargs = {"max_n": 3, "min_df": 1, "c": 4.0, "rule": "log_linear"}
     none = np.zeros((0, 3))
     off = build_blend(TRAIN, TRAIN, none, LABELS, tmp_path / "a", enabled=False, **kwargs)
     assert off.weight == 1.0 and off.folder is None
@@ -108,11 +114,55 @@ def test_build_blend_leans_on_the_ngram_model_when_the_transformer_knows_nothing
     tmp_path: Path,
 ) -> None:
     uniform = np.full((len(TRAIN), 3), 1 / 3)
-    choice = build_blend(
-        TRAIN, TRAIN, uniform, LABELS, tmp_path, enabled=True, max_n=3, min_df=1, c=4.0
+    for rule in ("linear", "log_linear"):
+        choice = build_blend(
+            TRAIN, TRAIN, uniform, LABELS, tmp_path / rule, enabled=True, max_n=3, min_df=1,
+            c=4.0, rule=rule,
+        )  # fmt: skip
+        assert choice.weight == 0.0 and choice.folder == tmp_path / rule, rule
+        assert choice.val_accuracy[0.0] == 1.0 and choice.val_accuracy[1.0] < 0.5
+        assert choice.rule == rule and choice.train_rows == len(TRAIN)
+    with pytest.raises(ValueError, match="unknown blend rule 'max'"):
+        build_blend(
+            TRAIN, TRAIN, uniform, LABELS, tmp_path / "max", enabled=True, max_n=3, min_df=1,
+            c=4.0, rule="max",
+        )  # fmt: skip
+
+
+def test_log_linear_blend_is_a_sharpened_weighted_geometric_mean() -> None:
+    from pipelines.model.modeling import log_linear_blend
+
+    transformer = np.array([[0.6, 0.3, 0.1]])
+    ngram = np.array([[0.2, 0.6, 0.2]])
+    # Worked by hand: w = 0.5, s = 2 gives p ~ t x n = 0.12, 0.18, 0.02 (sum 0.32).
+    np.testing.assert_allclose(
+        log_linear_blend(transformer, ngram, 0.5, 2.0), [[0.375, 0.5625, 0.0625]], atol=1e-9
     )
-    assert choice.weight == 0.0 and choice.folder == tmp_path
-    assert choice.val_accuracy[0.0] == 1.0 and choice.val_accuracy[1.0] < 0.5
+    # w = 1, s = 1: the transformer as it is; a zero probability does not break the logarithm.
+    np.testing.assert_allclose(log_linear_blend(transformer, ngram, 1.0, 1.0), transformer)
+    zero = np.array([[1.0, 0.0, 0.0]])
+    assert np.isfinite(log_linear_blend(zero, ngram, 0.5, 1.0)).all()
+
+
+def test_log_linear_weight_and_sharpness_are_chosen_by_log_loss() -> None:
+    truth = np.array([0, 0])
+    uniform = np.full((2, 3), 1 / 3)
+    # Right but unsure (0.6 against 0.2 and 0.2): p(truth) = 1 / (1 + 2 x 3^-s) grows with s,
+    # so the sharpest grid value wins, with all of the weight on the informed model.
+    unsure = np.array([[0.6, 0.2, 0.2], [0.6, 0.2, 0.2]])
+    weight, sharpness, losses, accuracies = choose_log_linear(uniform, unsure, truth)
+    assert (weight, sharpness) == (0.0, 2.0)
+    assert losses[0.0] == pytest.approx(-np.log(1 / (1 + 2 * 3**-2.0)), abs=1e-6)
+    assert accuracies[0.0] == 1.0
+    # A uniform n-gram model cancels out: the blend is the transformer raised to w x s. Right on
+    # every row, the transformer gains from the largest w x s: 0.95 x 2.0 (weight 1 is taken as
+    # served, unsharpened: exponent 1).
+    sure = np.array([[0.98, 0.01, 0.01], [0.98, 0.01, 0.01]])
+    weight, sharpness, losses, _ = choose_log_linear(sure, uniform, truth)
+    assert (weight, sharpness) == (0.95, 2.0)
+    assert losses[1.0] == pytest.approx(-np.log(0.98), abs=1e-6)
+    tempered = 0.98**1.9 / (0.98**1.9 + 2 * 0.01**1.9)
+    assert losses[0.95] == pytest.approx(-np.log(tempered), abs=1e-6)
 
 
 def test_pyfunc_serves_the_weighted_blend(fitted: tuple[object, Path], tmp_path: Path) -> None:
@@ -134,6 +184,19 @@ def test_pyfunc_serves_the_weighted_blend(fitted: tuple[object, Path], tmp_path:
             tiny, LABELS, text_package=package, max_chars=512, ngram_folder=folder,
             blend_weight=0.25,
         )  # fmt: skip
+        geometric = log_classifier(
+            tiny, LABELS, text_package=package, max_chars=512, ngram_folder=folder,
+            blend_weight=0.25, blend_rule="log_linear", blend_sharpness=1.5, name="geometric",
+        )  # fmt: skip
+        for bad, message in (
+            ({"blend_rule": "max"}, "blend_rule"),
+            ({"blend_sharpness": 0.0}, "positive"),
+        ):
+            with pytest.raises(ValueError, match=message):
+                log_classifier(
+                    tiny, LABELS, text_package=package, max_chars=512, ngram_folder=folder,
+                    blend_weight=0.25, **bad,  # type: ignore[arg-type]
+                )  # fmt: skip
         with pytest.raises(ValueError, match="needs an n-gram model"):
             log_classifier(tiny, LABELS, text_package=package, max_chars=512, blend_weight=0.5)
         with pytest.raises(ValueError, match="within"):
@@ -151,3 +214,15 @@ def test_pyfunc_serves_the_weighted_blend(fitted: tuple[object, Path], tmp_path:
         out[["p_negative", "p_neutral", "p_positive"]].to_numpy(), expected, atol=1e-5
     )
     assert out["label"].tolist() == [LABELS[i] for i in expected.argmax(axis=1)]
+
+    served = mlflow.pyfunc.load_model(geometric.model_uri)
+    assert (served.model_config["blend_rule"], served.model_config["blend_sharpness"]) == (
+        "log_linear",
+        1.5,
+    )
+    out = served.predict(pd.DataFrame({"text": texts}))
+    unnormalised = (transformer**0.25 * sklearn_proba(model, texts) ** 0.75) ** 1.5
+    expected = unnormalised / unnormalised.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        out[["p_negative", "p_neutral", "p_positive"]].to_numpy(), expected, atol=1e-5
+    )
