@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.model.modeling import NGRAM_CONFIG, NGRAM_WEIGHTS
+from pipelines.model.modeling import BLEND_RULES, NGRAM_CONFIG, NGRAM_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ def build_blend(
     rule: str,
 ) -> BlendChoice:
     """Fit the n-gram model on ``train``, choose the weight on ``validation``, export it."""
+    if rule not in BLEND_RULES:  # before the fit: a bad rule costs no work
+        raise ValueError(f"unknown blend rule {rule!r}: linear or log_linear")
     if not enabled:
         return BlendChoice(1.0, None)
     if not len(validation):
@@ -172,10 +174,8 @@ def build_blend(
         weight, sharpness, losses, accuracies = choose_log_linear(
             transformer_val_proba, ngram_proba, truth
         )
-    elif rule == "linear":
-        weight, losses, accuracies = choose_weight(transformer_val_proba, ngram_proba, truth)
     else:
-        raise ValueError(f"unknown blend rule {rule!r}: linear or log_linear")
+        weight, losses, accuracies = choose_weight(transformer_val_proba, ngram_proba, truth)
     elapsed = time.perf_counter() - started
     log.info(
         "n-gram blend (%s): transformer weight %.2f, sharpness %.1f (validation log loss %.4f, "
