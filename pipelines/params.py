@@ -71,6 +71,9 @@ class BootstrapParams(_Section):
     # Share of the non-golden reviews (by canonical key) and inquiry templates that never enter
     # the corpus: the shop's future traffic, the simulator's only customer texts.
     reserved_fraction: float = Field(ge=0, lt=1)
+    # Messages of a training inquiry and a training review, labelled as the review
+    # (``pipelines.data.bootstrap``: a question is no sign of the neutral class).
+    composite_count: int = Field(ge=0)
 
 
 class SimulateParams(_Section):

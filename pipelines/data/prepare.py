@@ -42,6 +42,7 @@ import pandas as pd
 from pipelines.data.pii import PLACEHOLDERS
 from pipelines.data.text import text_hash
 from pipelines.data.textprep import (
+    VALIDATION_SALT,
     canonical_key,
     content_chars,
     is_golden_text,
@@ -230,7 +231,7 @@ def _split_train_validation(
     """
     by_label: dict[str, list[tuple[float, _Candidate]]] = defaultdict(list)
     for row in rows:
-        by_label[row.label].append((key_fraction(row.key, "validation"), row))
+        by_label[row.label].append((key_fraction(row.key, VALIDATION_SALT), row))
     train: list[_Candidate] = []
     validation: list[_Candidate] = []
     for label in sorted(by_label):

