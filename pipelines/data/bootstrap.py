@@ -326,6 +326,22 @@ def _in_validation(text: str, params: Params) -> bool:
     )
 
 
+def _composite_on_side(
+    review: str, questions: Sequence[str], rng: random.Random, params: Params, tries: int = 50
+) -> str | None:
+    """``review`` joined with a question (either order) into a text on the review's side of the
+    validation split: the review draws the side, so validation gets its share of composites."""
+    side = _in_validation(review, params)
+    for _ in range(tries):
+        question = rng.choice(questions)
+        text = redact_text(
+            joined(review, question) if rng.random() < 0.5 else joined(question, review)
+        )
+        if _in_validation(text, params) == side:
+            return text
+    return None
+
+
 def _composite_rows(
     params: Params, reviews: pd.DataFrame, inquiries: pd.DataFrame, known: set[str]
 ) -> pd.DataFrame:
@@ -333,8 +349,8 @@ def _composite_rows(
     ``COMPOSITE_MAX_REVIEW_CHARS`` characters (in either order), labelled as the review, taking
     ``COMPOSITE_LABELS`` in turn; seeded.
 
-    ``reviews`` and ``inquiries``: training-side rows of the corpus (stored texts). A draw whose
-    composite would land on the other side of the validation split than its review is skipped.
+    ``reviews`` and ``inquiries``: training-side rows of the corpus (stored texts). A composite
+    lands on its review's side of prepare's validation split (``_composite_on_side``).
     """
     wanted = params.bootstrap.composite_count
     if wanted == 0:
@@ -351,14 +367,11 @@ def _composite_rows(
             f"{COMPOSITE_MAX_REVIEW_CHARS} characters of {', '.join(COMPOSITE_LABELS)}"
         )
     rows: list[tuple[str, str, str, str, bool]] = []
-    for _ in range(wanted * 20):
+    for _ in range(wanted * 2):
         label = COMPOSITE_LABELS[len(rows) % len(COMPOSITE_LABELS)]
-        review, question = rng.choice(by_label[label]), rng.choice(questions)
-        text = redact_text(
-            joined(review, question) if rng.random() < 0.5 else joined(question, review)
-        )
-        key = text_hash(text)
-        if key in known or _in_validation(text, params) != _in_validation(review, params):
+        review = rng.choice(by_label[label])
+        text = _composite_on_side(review, questions, rng, params)
+        if text is None or (key := text_hash(text)) in known:
             continue
         known.add(key)
         rows.append((key, text, label, COMPOSITE_SOURCE, False))

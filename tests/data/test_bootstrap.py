@@ -351,7 +351,9 @@ def test_composites_join_a_training_inquiry_and_a_short_training_review(corpora)
     empty = pd.DataFrame(columns=["text", "label", "source", "created_at"])
     splits, _ = build_splits(corpus, empty, params)
     validation = set(splits["validation"]["text"])
-    assert {"composite"} <= set(splits["validation"]["source"])
+    # Validation gets about its share of composites (a composite follows its review's side).
+    share = (splits["validation"]["source"] == "composite").sum() / PROJECT_COMPOSITES
+    assert 0.6 < share / params.prepare.validation_fraction < 1.4
     composite_split = [text in validation for text in composites["text"]]
     review_split = [review in validation for _, review in parts]
     assert composite_split == review_split
