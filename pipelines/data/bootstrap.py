@@ -67,7 +67,6 @@ from pipelines.data.textprep import (
     GOLDEN,
     RESERVED,
     TRAIN,
-    VALIDATION_SALT,
     canonical_key,
     is_golden_template,
     key_fraction,
@@ -75,6 +74,7 @@ from pipelines.data.textprep import (
     redact_text,
     template_side,
     text_side,
+    validation_score,
 )
 from pipelines.params import BootstrapParams, Params
 from pipelines.partitions import write_json, write_parquet
@@ -321,9 +321,7 @@ def _in_validation(text: str, params: Params) -> bool:
     """Whether prepare's validation split takes ``text``: by the canonical key of its prepared
     (cut) form, as ``prepare`` decides."""
     prepared = prepare_text(text, params.prepare.max_chars).text
-    return (
-        key_fraction(canonical_key(prepared), VALIDATION_SALT) < params.prepare.validation_fraction
-    )
+    return validation_score(canonical_key(prepared)) < params.prepare.validation_fraction
 
 
 def _composite_on_side(
@@ -353,8 +351,6 @@ def _composite_rows(
     lands on its review's side of prepare's validation split (``_composite_on_side``).
     """
     wanted = params.bootstrap.composite_count
-    if wanted == 0:
-        return pd.DataFrame(columns=COLUMNS)
     rng = random.Random(f"composite:{params.bootstrap.seed}")
     questions = inquiries["text"].tolist()
     short = reviews[reviews["text"].str.len() <= COMPOSITE_MAX_REVIEW_CHARS]
@@ -388,14 +384,13 @@ def _build(params: Params, reviews: pd.DataFrame) -> tuple[pd.DataFrame, dict[st
     known = set(review_rows["id"])
     synthetic, inquiry_sides = _inquiry_rows(params, known)
     reserved = review_rows[review_rows["side"] == RESERVED]
-    composites = _composite_rows(
-        params,
-        review_rows[review_rows["side"] == TRAIN],
-        synthetic[~synthetic["golden"]],
-        known,
-    )
     parts = [review_rows[review_rows["side"] != RESERVED].drop(columns="side"), synthetic]
-    corpus = pd.concat([*parts, composites] if len(composites) else parts, ignore_index=True)
+    if params.bootstrap.composite_count:
+        training_reviews = review_rows[review_rows["side"] == TRAIN]
+        parts.append(
+            _composite_rows(params, training_reviews, synthetic[~synthetic["golden"]], known)
+        )
+    corpus = pd.concat(parts, ignore_index=True)
     corpus["golden"] = corpus["golden"].astype(bool)
     templates = Counter(template_sides(params.bootstrap).values())
     report = {

@@ -42,12 +42,11 @@ import pandas as pd
 from pipelines.data.pii import PLACEHOLDERS
 from pipelines.data.text import text_hash
 from pipelines.data.textprep import (
-    VALIDATION_SALT,
     canonical_key,
     content_chars,
     is_golden_text,
-    key_fraction,
     prepare_text,
+    validation_score,
 )
 from pipelines.params import Params, load_params
 from pipelines.partitions import Interval, as_utc, atomic_path, list_partitions
@@ -231,7 +230,7 @@ def _split_train_validation(
     """
     by_label: dict[str, list[tuple[float, _Candidate]]] = defaultdict(list)
     for row in rows:
-        by_label[row.label].append((key_fraction(row.key, VALIDATION_SALT), row))
+        by_label[row.label].append((validation_score(row.key), row))
     train: list[_Candidate] = []
     validation: list[_Candidate] = []
     for label in sorted(by_label):

@@ -107,9 +107,12 @@ def is_golden_template(template: str, golden_fraction: float) -> bool:
 # the reserve); of the rest, a share decided by a second salt is reserved: the shop's future
 # traffic, which the corpus never holds and the simulator sends; the others are trained on.
 GOLDEN, RESERVED, TRAIN = "golden", "reserved", "train"
-# The salt of prepare's train/validation split (``bootstrap`` keeps composites on their review's
-# side of it).
-VALIDATION_SALT = "validation"
+
+
+def validation_score(key: str) -> float:
+    """Where a canonical key falls in prepare's train/validation split: validation below
+    ``prepare.validation_fraction`` (``bootstrap`` keeps composites on their review's side)."""
+    return key_fraction(key, "validation")
 
 
 def _template_key(template: str) -> str:
