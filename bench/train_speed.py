@@ -6,8 +6,9 @@
 Training: ms per step (batch 32, max_length 128: forward, backward, AdamW) for plain fine-tuning
 (every parameter, every batch padded to 128), then adding one technique at a time: dynamic
 padding with length bucketing, frozen embeddings, the pruned vocabulary (whose small embedding
-matrix is cheap to train again), bf16 autocast, 8 and 6 layers; peak
-RSS of the training steps (VmHWM reset before them, the model already resident). Warm start:
+matrix is cheap to train again), bf16 autocast where the CPU has it (``train.precision: auto``),
+the first 4 and 6 layers frozen (``train.frozen_layers``), 8 and 6 layers kept; peak RSS of the
+training steps (VmHWM reset before them, the model already resident). Warm start:
 the load cost of a saved classifier against the base model. Inference of the logged pyfunc:
 load time, texts/s at batch 32, batch-1 latency (median, p95), artifact size.
 
@@ -133,11 +134,11 @@ def time_steps(
     import torch
 
     from pipelines.model.modeling import pad_batch
-    from pipelines.model.train import train_step
+    from pipelines.model.train import effective_precision, train_step
     from pipelines.model.train_setup import make_optimizer
     from pipelines.params import TrainParams
 
-    params = TrainParams(precision=precision)  # type: ignore[arg-type]
+    params = TrainParams(precision=effective_precision(precision))  # type: ignore[arg-type]
     optimizer, scheduler = make_optimizer(model, params, len(batches))
     targets = torch.arange(BATCH) % len(LABELS)
     model.train()
@@ -165,9 +166,10 @@ def run_config(
     freeze: bool = False,
     prune: bool = False,
     layers: int | None = None,
+    frozen: int = 0,
     precision: str = "fp32",
 ) -> Row:
-    from pipelines.model.train_setup import freeze_embeddings, keep_layers
+    from pipelines.model.train_setup import freeze_embeddings, freeze_lower_layers, keep_layers
     from pipelines.model.vocab import prune_vocabulary
 
     model, tokenizer = load_base(model_dir)
@@ -176,8 +178,9 @@ def run_config(
     if prune:
         with tempfile.TemporaryDirectory() as tmp:
             model, tokenizer, _ = prune_vocabulary(model, tokenizer, texts, Path(tmp))
-    if freeze:
+    if freeze or frozen:
         freeze_embeddings(model)
+    freeze_lower_layers(model, frozen)
     make = bucketed_batches if bucketed else plain_batches
     batches = make(tokenizer, texts, steps + warmup)
     gc.collect()
@@ -252,15 +255,18 @@ def bench_inference(model_dir: Path, texts: Sequence[str], settings: Settings) -
     )
 
 
+DEFAULT: dict[str, Any] = {"bucketed": True, "prune": True, "precision": "auto"}
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("plain: all params, pad to 128", {"bucketed": False}),
     ("+ dynamic padding, length buckets", {"bucketed": True}),
     ("+ frozen embeddings", {"bucketed": True, "freeze": True}),
     ("+ pruned vocabulary", {"bucketed": True, "freeze": True, "prune": True}),
     ("pruned vocabulary, embeddings trained", {"bucketed": True, "prune": True}),
-    ("+ bf16 autocast (the default)", {"bucketed": True, "prune": True, "precision": "bf16"}),
-    ("+ first 8 layers only", {"bucketed": True, "prune": True, "precision": "bf16", "layers": 8}),
-    ("+ first 6 layers only", {"bucketed": True, "prune": True, "precision": "bf16", "layers": 6}),
+    ("+ bf16 autocast where native (auto)", DEFAULT),
+    ("+ first 4 layers frozen", {**DEFAULT, "frozen": 4}),
+    ("+ first 6 layers frozen", {**DEFAULT, "frozen": 6}),
+    ("auto, first 8 layers only", {**DEFAULT, "layers": 8}),
+    ("auto, first 6 layers only", {**DEFAULT, "layers": 6}),
 ]
 
 
@@ -278,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--quick", action="store_true", help="skip the 8- and 6-layer rows")
+    parser.add_argument("--quick", action="store_true", help="skip the frozen and fewer-layer rows")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: one config
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -302,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts = load_texts(settings, 1600, seed=0)
     print(f"model: {model_dir}; torch threads: {torch.get_num_threads()}; batch {BATCH}, ")
     print(f"max_length {MAX_LENGTH}, {args.steps} timed steps after {args.warmup} warm-up steps")
-    count = len(CONFIGS) - 2 if args.quick else len(CONFIGS)
+    count = len(CONFIGS) - 4 if args.quick else len(CONFIGS)
     rows = []
     for index in range(count):
         rows.append(run_isolated(index, args))

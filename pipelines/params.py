@@ -140,6 +140,7 @@ class TrainParams(_Section):
     precision: Literal["fp32", "bf16", "auto"]
     freeze_embeddings: bool
     num_layers: int | None = Field(ge=1)
+    frozen_layers: int = Field(ge=0)
     prune_vocab: bool
     warm_start: bool
     replay_fraction: float = Field(ge=0, le=1)

@@ -488,6 +488,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=float, help="override train.epochs")
     parser.add_argument("--num-layers", type=int, help="keep the first N encoder layers")
     parser.add_argument(
+        "--frozen-layers", type=int, help="train neither the embeddings nor the first N layers"
+    )
+    parser.add_argument(
         "--warm-start",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -502,6 +505,7 @@ def apply_overrides(params: Params, args: argparse.Namespace) -> Params:
         "base_model": args.base_model,
         "epochs": args.epochs,
         "num_layers": args.num_layers,
+        "frozen_layers": args.frozen_layers,
         "warm_start": args.warm_start,
     }
     given = {k: v for k, v in overrides.items() if v is not None}

@@ -3,7 +3,8 @@
 ``prepare_model`` loads the base model (``train.base_model``, resolved by
 ``pipelines.model.base_model``) or, with ``train.warm_start``, the champion's weights
 (``fetch_champion``: its transformers folder and the ids it was trained on); keeps the first
-``num_layers`` encoder layers, prunes the vocabulary, freezes the embeddings and chooses the
+``num_layers`` encoder layers, prunes the vocabulary, freezes the embeddings (and the first
+``frozen_layers`` encoder layers above them) and chooses the
 training rows (``pipelines.model.train_data``), less the ones whose label cross-validated n-gram
 models contradict when ``train.noise_filter`` is on (``pipelines.model.noise``).
 ``make_optimizer`` builds AdamW with its warm-up/decay schedule. ``TrainError`` (re-exported by
@@ -125,6 +126,25 @@ def freeze_embeddings(model: Any) -> int:
     return frozen
 
 
+def freeze_lower_layers(model: Any, count: int) -> int:
+    """Stop training the first ``count`` encoder layers; returns the number of parameters frozen.
+
+    With the embeddings frozen too, no gradient flows below the first trained layer, so
+    backward skips the frozen layers entirely.
+    """
+    layers = encoder_layers(model)
+    if count > len(layers):
+        raise TrainError(
+            f"train.frozen_layers={count} but the model keeps {len(layers)} encoder layers"
+        )
+    frozen = 0
+    for layer in list(layers)[:count]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
 def make_optimizer(model: Any, tp: TrainParams, total_steps: int) -> tuple[Any, Any]:
     """AdamW (no decay on biases and norms) with linear warm-up then linear decay to zero."""
     import torch
@@ -239,7 +259,7 @@ def filter_label_noise(
 def prepare_model(
     settings: Settings, tp: TrainParams, labels: list[str], data: PreparedData, work: Path
 ) -> Setup:
-    """Base or champion weights, layers kept, vocabulary pruned, embeddings frozen, rows chosen.
+    """Base or champion weights, layers kept, vocabulary pruned, lower part frozen, rows chosen.
 
     The vocabulary is pruned to the pieces of the training texts (plus every CJK and short ASCII
     piece, see ``vocab``): what the test texts hold must not shape the model. Other texts still
@@ -267,7 +287,9 @@ def prepare_model(
             "vocab.before": pruned.vocab_before,
             "vocab.after": pruned.vocab_after,
         }
-    described["model.frozen_parameters"] = freeze_embeddings(model) if tp.freeze_embeddings else 0
+    # Frozen lower layers save time only when the embeddings below them are frozen as well.
+    frozen = freeze_embeddings(model) if tp.freeze_embeddings or tp.frozen_layers else 0
+    described["model.frozen_parameters"] = frozen + freeze_lower_layers(model, tp.frozen_layers)
     described |= {
         "model.num_layers": len(encoder_layers(model)),
         "model.parameters": count_parameters(model),

@@ -195,6 +195,54 @@ def test_capped_rows_frozen_embeddings_and_fewer_layers(tmp_path: Path, base_dir
     assert result.metrics["train_steps"] == 1  # half an epoch of 12 rows in batches of 8
 
 
+def test_frozen_lower_layers_keep_their_weights(tmp_path: Path, base_dir: Path) -> None:
+    import mlflow
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from pipelines.model.modeling import copy_transformers_folder
+
+    settings = make_settings(tmp_path)
+    write_prepared(settings, labelled_rows())
+    result = train(settings, tiny_params(base_dir, frozen_layers=1, epochs=2))
+
+    def load(folder: Path) -> torch.nn.Module:
+        return AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True)
+
+    base = load(base_dir)
+    tuned = load(copy_transformers_folder(result.model_uri, tmp_path / "tuned"))
+
+    def layer(model: torch.nn.Module, index: int) -> dict[str, torch.Tensor]:
+        return {k: v.float() for k, v in model.bert.encoder.layer[index].state_dict().items()}
+
+    # Saved as fp16: a frozen weight comes back as its fp16 rounding, a trained one moves more.
+    def moved(index: int) -> float:
+        before, after = layer(base, index), layer(tuned, index)
+        return max(float((after[k] - before[k].half().float()).abs().max()) for k in before)
+
+    assert moved(0) == 0.0
+    assert moved(1) > 1e-3  # learning rate 1e-2, 2 epochs
+    position = "bert.embeddings.position_embeddings.weight"
+    assert torch.equal(
+        tuned.state_dict()[position].float(), base.state_dict()[position].half().float()
+    )
+    embeddings = sum(p.numel() for p in tuned.bert.embeddings.parameters())  # pruned vocabulary
+    first_layer = sum(p.numel() for p in base.bert.encoder.layer[0].parameters())
+    logged = mlflow.get_run(result.run_id).data.params
+    assert int(logged["model.frozen_parameters"]) == embeddings + first_layer
+    assert logged["train.frozen_layers"] == "1"
+
+
+def test_more_frozen_layers_than_the_model_keeps_is_rejected(
+    tmp_path: Path, base_dir: Path
+) -> None:
+    settings = make_settings(tmp_path)
+    write_prepared(settings, labelled_rows())
+    with pytest.raises(TrainError, match=r"frozen_layers=2 but the model keeps 1"):
+        train(settings, tiny_params(base_dir, num_layers=1, frozen_layers=2))
+    assert not train_pointer(settings).exists()
+
+
 def test_bf16_autocast_trains_as_well_as_fp32(
     trained: tuple[Settings, TrainResult], base_dir: Path
 ) -> None:
