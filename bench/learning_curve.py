@@ -120,6 +120,7 @@ def bench_params(args: argparse.Namespace, tiny_model: Path | None) -> dict[str,
             learning_rate=1e-3,
             precision="fp32",
             log_every=200,
+            frozen_layers=0,  # the tiny model has 2 layers; params.yaml freezes more
         )
         if args.max_train_rows is None:
             raw["train"]["max_train_rows"] = TINY_MAX_TRAIN_ROWS

@@ -51,7 +51,11 @@ def scratch_repo(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     params["ingest"].update(start="2026-11-01", end="2026-11-03")
     # A tiny model and floors it can pass: this test is about wiring, not quality.
     params["train"].update(
-        base_model=str(repo / "tiny-model"), max_train_rows=400, epochs=1, batch_size=16
+        base_model=str(repo / "tiny-model"),
+        max_train_rows=400,
+        epochs=1,
+        batch_size=16,
+        frozen_layers=1,  # of the tiny model's 2
     )
     params["gate"].update(min_macro_f1=0.0, min_negative_recall=0.0)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))

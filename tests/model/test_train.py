@@ -64,6 +64,7 @@ def tiny_params(base_model: Path, **train: object) -> Params:
         "epochs": 8,
         "learning_rate": 1e-2,
         "freeze_embeddings": False,
+        "frozen_layers": 0,  # the tiny model has 2 layers; params.yaml freezes more
         "log_every": 5,
         "eval_batch_size": 16,
         "precision": "fp32",  # params.yaml's `auto` would pick bf16 on a CPU that has it
@@ -490,7 +491,12 @@ def test_cli_overrides_are_validated() -> None:
 
     params = load_params()
     args = argparse.Namespace(
-        max_train_rows=100, base_model="x", epochs=None, num_layers=None, warm_start=None
+        max_train_rows=100,
+        base_model="x",
+        epochs=None,
+        num_layers=None,
+        frozen_layers=None,
+        warm_start=None,
     )
     changed = apply_overrides(params, args)
     assert (changed.train.max_train_rows, changed.train.base_model) == (100, "x")
