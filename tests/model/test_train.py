@@ -518,6 +518,7 @@ def test_cli_trains_a_headless_wordpiece_model_and_prints_the_pointer(
     base = build_tiny_model(tmp_path / "wordpiece", frame["text"])
     write_prepared(settings, frame)
     args = ["train", "--base-model", str(base), "--max-train-rows", "9", "--epochs", "1"]
+    args += ["--frozen-layers", "1"]  # of its 2 layers; params.yaml freezes 6
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(train_pointer(settings).read_text(encoding="utf-8"))
@@ -525,6 +526,7 @@ def test_cli_trains_a_headless_wordpiece_model_and_prints_the_pointer(
     logged = mlflow.get_run(printed["run_id"]).data.params
     assert logged["vocab.pruned"] == "False"  # WordPiece: kept as it is
     assert logged["rows.train_rows"] == "9"
+    assert logged["train.frozen_layers"] == "1"
     out = mlflow.pyfunc.load_model(printed["model_uri"]).predict(pd.DataFrame({"text": ["在吗"]}))
     assert out["label"].iloc[0] in LABELS
 
