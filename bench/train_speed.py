@@ -169,7 +169,7 @@ def run_config(
     frozen: int = 0,
     precision: str = "fp32",
 ) -> Row:
-    from pipelines.model.train_setup import freeze_embeddings, freeze_lower_layers, keep_layers
+    from pipelines.model.train_setup import freeze_lower_part, keep_layers
     from pipelines.model.vocab import prune_vocabulary
 
     model, tokenizer = load_base(model_dir)
@@ -178,9 +178,7 @@ def run_config(
     if prune:
         with tempfile.TemporaryDirectory() as tmp:
             model, tokenizer, _ = prune_vocabulary(model, tokenizer, texts, Path(tmp))
-    if freeze or frozen:
-        freeze_embeddings(model)
-    freeze_lower_layers(model, frozen)
+    freeze_lower_part(model, embeddings=freeze, layers=frozen)
     make = bucketed_batches if bucketed else plain_batches
     batches = make(tokenizer, texts, steps + warmup)
     gc.collect()

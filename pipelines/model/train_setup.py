@@ -114,35 +114,34 @@ def keep_layers(model: Any, count: int) -> int:
     return count
 
 
-def freeze_embeddings(model: Any) -> int:
-    """Stop training the embedding block; returns the number of parameters frozen."""
-    embeddings = getattr(model.base_model, "embeddings", None)
-    if embeddings is None:
-        raise TrainError(f"{type(model).__name__} has no embeddings block to freeze")
+def _freeze(module: Any) -> int:
+    """Stop training ``module``; returns the number of parameters frozen."""
     frozen = 0
-    for parameter in embeddings.parameters():
+    for parameter in module.parameters():
         parameter.requires_grad_(False)
         frozen += parameter.numel()
     return frozen
 
 
-def freeze_lower_layers(model: Any, count: int) -> int:
-    """Stop training the first ``count`` encoder layers; returns the number of parameters frozen.
+def freeze_lower_part(model: Any, *, embeddings: bool, layers: int) -> int:
+    """Stop training the embeddings and the first ``layers`` encoder layers; returns the number
+    of parameters frozen.
 
-    With the embeddings frozen too, no gradient flows below the first trained layer, so
-    backward skips the frozen layers entirely.
+    The embeddings freeze when asked, and whenever a layer above them does: only then does no
+    gradient flow below the first trained layer, so that backward skips the frozen layers.
     """
-    layers = encoder_layers(model)
-    if count > len(layers):
+    encoder = encoder_layers(model)
+    if layers > len(encoder):
         raise TrainError(
-            f"train.frozen_layers={count} but the model keeps {len(layers)} encoder layers"
+            f"train.frozen_layers={layers} but the model keeps {len(encoder)} encoder layers"
         )
     frozen = 0
-    for layer in list(layers)[:count]:
-        for parameter in layer.parameters():
-            parameter.requires_grad_(False)
-            frozen += parameter.numel()
-    return frozen
+    if embeddings or layers:
+        block = getattr(model.base_model, "embeddings", None)
+        if block is None:
+            raise TrainError(f"{type(model).__name__} has no embeddings block to freeze")
+        frozen += _freeze(block)
+    return frozen + sum(_freeze(layer) for layer in list(encoder)[:layers])
 
 
 def make_optimizer(model: Any, tp: TrainParams, total_steps: int) -> tuple[Any, Any]:
@@ -287,9 +286,9 @@ def prepare_model(
             "vocab.before": pruned.vocab_before,
             "vocab.after": pruned.vocab_after,
         }
-    # Frozen lower layers save time only when the embeddings below them are frozen as well.
-    frozen = freeze_embeddings(model) if tp.freeze_embeddings or tp.frozen_layers else 0
-    described["model.frozen_parameters"] = frozen + freeze_lower_layers(model, tp.frozen_layers)
+    described["model.frozen_parameters"] = freeze_lower_part(
+        model, embeddings=tp.freeze_embeddings, layers=tp.frozen_layers
+    )
     described |= {
         "model.num_layers": len(encoder_layers(model)),
         "model.parameters": count_parameters(model),
