@@ -3,12 +3,14 @@
     python bench/inference_speed.py [--model-uri models:/emotion-classifier@champion]
 
 The model's torch weights (the ``hf_model`` artifact) are scored as torch fp32, then exported
-here to ONNX fp32 and quantised to ONNX int8, exactly as ``train`` does. For each: accuracy on
+here to ONNX fp32 and quantised to ONNX int8 and mixed int8 (the feed-forward output
+projections fp32), exactly as ``train`` does. For each: accuracy on
 the golden test split (all rows and real reviews), throughput over the whole split in
 length-sorted batches of 32, and batch-1 latency on chat-length texts (at most ``--max-chars``
 characters). int8 runs three ways: idle threads sleeping (the default), spinning
-(``EMOREG_ONNX_SPINNING=1``) and one thread (a model server's default). Ratios are against torch
-fp32 in this process; the logged pyfunc (text pipeline included, as served) is timed too.
+(``EMOREG_ONNX_SPINNING=1``) and one thread (a model server's default); mixed int8 two ways.
+Ratios are against torch fp32 in this process; the logged pyfunc (text pipeline included, as
+served) is timed too.
 ``--profile`` adds int8's kernel time per ONNX operator type. Prints figures; asserts nothing.
 """
 
@@ -93,14 +95,16 @@ def print_operator_profile(
             print(f"  {op:28s} {ms / len(passes):9.2f} ms per call  {100 * ms / total:5.1f}%")
 
 
-def export_forms(folder: Path, work: Path) -> tuple[Path, Path, float]:
-    """The folder's classifier as ONNX fp32 and int8, exactly as ``train`` exports it."""
-    from pipelines.model.onnx_export import export_onnx, quantize_int8
+def export_forms(folder: Path, work: Path) -> tuple[Path, Path, Path, float]:
+    """The folder's classifier as ONNX fp32, int8 and mixed int8, exactly as ``train`` exports
+    them."""
+    from pipelines.model.onnx_export import export_onnx, ffn_output_nodes, quantize_int8
 
     started = time.perf_counter()
     fp32 = export_onnx(folder, work / "fp32.onnx")
     int8 = quantize_int8(fp32, work / "int8.onnx")
-    return fp32, int8, time.perf_counter() - started
+    mixed = quantize_int8(fp32, work / "int8_mixed.onnx", keep_fp32=ffn_output_nodes(fp32))
+    return fp32, int8, mixed, time.perf_counter() - started
 
 
 def main() -> None:
@@ -158,7 +162,7 @@ def main() -> None:
         # served: in a process that never loaded torch (its idle OpenMP threads slowed
         # ONNX Runtime's batch-1 by up to a millisecond here).
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            fp32, int8, export_s = pool.submit(export_forms, folder, Path(tmp)).result()
+            fp32, int8, mixed, export_s = pool.submit(export_forms, folder, Path(tmp)).result()
         print(f"export + quantisation: {export_s:.1f} s")
         onnx_forms = {
             "ONNX Runtime fp32": (fp32, {"spinning": False}),
@@ -167,6 +171,9 @@ def main() -> None:
             "ONNX Runtime int8, spinning": (int8, {"spinning": True}),
             # a model server's default: one thread per request (EMOREG_MODEL_SERVER_ONNX_THREADS)
             "ONNX Runtime int8, 1 thread": (int8, {"threads": 1, "spinning": False}),
+            # onnx-int8-mixed: the feed-forward output projections stay fp32
+            "ONNX Runtime int8-mixed": (mixed, {"spinning": False}),
+            "ONNX Runtime int8-mixed, 1 thread": (mixed, {"threads": 1, "spinning": False}),
         }
         for name, (graph, options) in onnx_forms.items():
             scorer = OnnxClassifier.load(folder, graph, **options)

@@ -147,7 +147,7 @@ class TrainParams(_Section):
     max_train_rows: int | None = Field(ge=1)
     eval_batch_size: int = Field(ge=1)
     log_every: int = Field(ge=1)
-    inference: Literal["auto", "onnx-int8", "onnx-fp32", "torch"]
+    inference: Literal["auto", "onnx-int8", "onnx-int8-mixed", "onnx-fp32", "torch"]
     int8_max_accuracy_loss: float = Field(ge=0, le=1)
     ngram_blend: bool
     ngram_blend_rule: Literal["linear", "log_linear"]

@@ -549,7 +549,8 @@ def log_classifier(
     ``text_package`` is the ``emoreg_textprep`` folder (``pipelines.data.textprep.export_package``)
     and ``max_chars`` prepare's cut: the pyfunc applies both to raw texts before scoring. With
     ``onnx_file`` (the exported graph of the same weights) the pyfunc scores under ONNX Runtime;
-    ``runtime`` names the form (``onnx-int8``, ``onnx-fp32``, ``torch``) in the model config.
+    ``runtime`` names the form (``onnx-int8``, ``onnx-int8-mixed``, ``onnx-fp32``, ``torch``) in
+    the model config.
     With ``ngram_folder`` (``pipelines.model.ngram``) the output blends the transformer's and the
     n-gram model's probabilities by ``blend_rule`` (``BlendedClassifier``).
     Checks that the model's labels are ``labels`` and that it scores the example before logging.

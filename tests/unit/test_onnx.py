@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.model import onnx_export
 from pipelines.model.modeling import OnnxClassifier, TextClassifier, onnx_spinning, onnx_threads
-from pipelines.model.onnx_export import choose_runtime, export_onnx, quantize_int8
+from pipelines.model.onnx_export import (
+    choose_runtime,
+    export_onnx,
+    ffn_output_nodes,
+    quantize_int8,
+)
 from pipelines.settings import Settings
 from tests.clean_process import run_without_repository
 from tests.tiny_unigram import build_tiny_unigram_model
@@ -123,6 +130,52 @@ def test_exported_graph_is_fused_into_transformer_operators(exported: tuple[Path
     assert not list(exported[0].parent.glob("*unfused*"))  # the intermediate graph is removed
 
 
+def test_mixed_int8_keeps_the_feed_forward_output_projections_fp32(
+    tiny_dir: Path, exported: tuple[Path, Path], tmp_path: Path, torch_classifier: TextClassifier
+) -> None:
+    import onnx
+
+    fp32, int8 = exported
+    keep = ffn_output_nodes(fp32)
+    # The tiny BERT has 2 layers, each with one intermediate -> hidden projection.
+    assert keep == [
+        "/bert/encoder/layer.0/output/dense/MatMul",
+        "/bert/encoder/layer.1/output/dense/MatMul",
+    ]
+    mixed = quantize_int8(fp32, tmp_path / "mixed.onnx", keep_fp32=keep)
+
+    def float_matmuls(path: Path) -> set[str]:
+        graph = onnx.load(str(path)).graph
+        floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+        return {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in floats}
+
+    assert set(keep) <= float_matmuls(fp32)
+    assert float_matmuls(mixed) == set(keep)  # every other projection is int8
+    assert not float_matmuls(int8) & set(keep)
+    assert fp32.stat().st_size > mixed.stat().st_size > int8.stat().st_size
+    reference = torch_classifier.predict_proba(TEXTS)
+    proba = OnnxClassifier.load(tiny_dir, mixed).predict_proba(TEXTS)
+    assert proba.argmax(axis=1).tolist() == reference.argmax(axis=1).tolist()
+    np.testing.assert_allclose(proba, reference, atol=0.05)
+
+
+def test_no_feed_forward_projection_in_another_graph(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="/head/dense/MatMul")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 0.0, 0.0, 1.0])],
+    )
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert ffn_output_nodes(path) == []
+
+
 def test_fusion_is_skipped_for_an_unmeasured_architecture(
     exported: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -197,6 +250,7 @@ def test_choice_takes_int8_only_within_the_allowed_loss(tiny_dir: Path, tmp_path
     )  # fmt: skip
     assert strict.val_accuracy["torch"] == 1.0
     assert strict.val_accuracy["onnx-int8"] < 0.995
+    assert strict.val_accuracy["onnx-int8-mixed"] < 0.995  # the second rung fails too
     assert strict.runtime == "onnx-fp32" and strict.onnx_file is not None
     assert strict.onnx_file.name == "model_fp32.onnx" and "fp32" in strict.reason
     lenient = choose_runtime(
@@ -205,6 +259,85 @@ def test_choice_takes_int8_only_within_the_allowed_loss(tiny_dir: Path, tmp_path
     )  # fmt: skip
     assert lenient.runtime == "onnx-int8" and lenient.onnx_file is not None
     assert lenient.onnx_file.name == "model_int8.onnx"
+
+
+class _FixedScores:
+    """Scores a graph with a hand-made table of probabilities, by the graph's file name."""
+
+    table: ClassVar[dict[str, np.ndarray]] = {}
+
+    def __init__(self, graph: Path) -> None:
+        self.graph = graph
+
+    @classmethod
+    def load(cls, model_dir: Path, graph: Path) -> _FixedScores:
+        return cls(graph)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.table[self.graph.name]
+
+
+def _rows(right: int, wrong: int) -> np.ndarray:
+    """Probabilities for ``right + wrong`` rows whose truth is neutral."""
+    return np.array([[0.1, 0.8, 0.1]] * right + [[0.8, 0.1, 0.1]] * wrong)
+
+
+@pytest.mark.parametrize(
+    ("int8_wrong", "mixed_wrong", "expected", "built"),
+    [
+        (0, 1, "onnx-int8", {"model_fp32.onnx", "model_int8.onnx"}),
+        (1, 0, "onnx-int8-mixed", {"model_fp32.onnx", "model_int8.onnx", "model_int8_mixed.onnx"}),
+        (2, 1, "onnx-fp32", {"model_fp32.onnx", "model_int8.onnx", "model_int8_mixed.onnx"}),
+    ],
+)
+def test_auto_tries_int8_then_mixed_then_fp32(
+    int8_wrong: int,
+    mixed_wrong: int,
+    expected: str,
+    built: set[str],
+    tiny_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 20 neutral rows; torch and fp32 right on all of them. One wrong row costs 5 points: over
+    # the allowed 4, so a form with a wrong row is not served.
+    monkeypatch.setattr(onnx_export, "OnnxClassifier", _FixedScores)
+    monkeypatch.setattr(
+        _FixedScores,
+        "table",
+        {
+            "model_fp32.onnx": _rows(20, 0),
+            "model_int8.onnx": _rows(20 - int8_wrong, int8_wrong),
+            "model_int8_mixed.onnx": _rows(20 - mixed_wrong, mixed_wrong),
+        },
+    )
+    validation = pd.DataFrame({"text": [f"t{i}" for i in range(20)], "label": ["neutral"] * 20})
+    choice = choose_runtime(
+        tiny_dir, validation, _rows(20, 0), LABELS, tmp_path,
+        inference="auto", int8_max_accuracy_loss=0.04,
+    )  # fmt: skip
+    assert choice.runtime == expected
+    assert choice.onnx_file is not None and choice.onnx_file.parent == tmp_path / "onnx"
+    assert {p.name for p in (tmp_path / "onnx").glob("*.onnx")} == built
+    assert choice.val_accuracy["onnx-int8"] == 1 - int8_wrong / 20
+    if "model_int8_mixed.onnx" in built:
+        assert choice.val_accuracy["onnx-int8-mixed"] == 1 - mixed_wrong / 20
+        assert "2 feed-forward output projections in fp32" in choice.reason
+    assert choice.val_proba is not None
+    np.testing.assert_array_equal(choice.val_proba, _FixedScores.table[choice.onnx_file.name])
+
+
+def test_mixed_form_can_be_forced(tiny_dir: Path, tmp_path: Path) -> None:
+    validation = _validation("neutral")
+    reference = np.tile([0.0, 1.0, 0.0], (len(TEXTS), 1))
+    choice = choose_runtime(
+        tiny_dir, validation, reference, LABELS, tmp_path,
+        inference="onnx-int8-mixed", int8_max_accuracy_loss=0.0,
+    )  # fmt: skip
+    assert choice.runtime == "onnx-int8-mixed" and choice.onnx_file is not None
+    assert choice.onnx_file.name == "model_int8_mixed.onnx"
+    assert set(choice.val_accuracy) == {"torch", "onnx-fp32", "onnx-int8-mixed"}  # int8 not built
+    assert not (tmp_path / "onnx" / "model_int8.onnx").exists()
 
 
 def test_choice_without_validation_rows_or_when_forced(tiny_dir: Path, tmp_path: Path) -> None:
