@@ -1,4 +1,4 @@
-.PHONY: setup run quick start stop status mlflow-ui airflow-env api-keys serve test lint format lock bench bench-learning-curve
+.PHONY: setup run quick start stop status mlflow-ui airflow-env api-keys serve test lint format lock bench bench-seeds bench-learning-curve
 
 setup:  ## virtualenv from the lock file + converted base model
 	scripts/setup.sh
@@ -52,6 +52,9 @@ bench:  ## benchmarks (print figures): training speed, quality vs the baseline, 
 	.venv/bin/python bench/inference_speed.py
 	.venv/bin/python bench/serving.py
 	.venv/bin/python bench/pii_corpus.py
+
+bench-seeds:  ## train's model with 3 seeds: singles, ensemble, weight soup on validation (needs make run; 3 trainings)
+	.venv/bin/python bench/seed_averaging.py
 
 bench-learning-curve:  ## 4 simulated weeks, a retrain after each, in its own platform (about an hour)
 	.venv/bin/python bench/learning_curve.py
