@@ -340,6 +340,25 @@ def test_mixed_form_can_be_forced(tiny_dir: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "onnx" / "model_int8.onnx").exists()
 
 
+def test_graph_without_feed_forward_projections_falls_back_to_fp32(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_export, "ffn_output_nodes", lambda graph: [])
+    validation = _validation("neutral")
+    perfect = np.tile([0.0, 1.0, 0.0], (len(TEXTS), 1))
+    choice = choose_runtime(
+        tiny_dir, validation, perfect, LABELS, tmp_path / "a",
+        inference="auto", int8_max_accuracy_loss=0.005,
+    )  # fmt: skip
+    assert choice.runtime == "onnx-fp32" and "no feed-forward output projections" in choice.reason
+    assert "onnx-int8-mixed" not in choice.val_accuracy
+    with pytest.raises(ValueError, match="no feed-forward output projections to keep fp32"):
+        choose_runtime(
+            tiny_dir, validation, perfect, LABELS, tmp_path / "b",
+            inference="onnx-int8-mixed", int8_max_accuracy_loss=0.005,
+        )  # fmt: skip
+
+
 def test_choice_without_validation_rows_or_when_forced(tiny_dir: Path, tmp_path: Path) -> None:
     empty = pd.DataFrame({"text": [], "label": []})
     none = np.zeros((0, 3))
