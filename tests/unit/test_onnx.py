@@ -239,11 +239,15 @@ def _validation(truth: str) -> pd.DataFrame:
     return pd.DataFrame({"text": TEXTS, "label": [truth] * len(TEXTS)})
 
 
+def _neutral_and_perfect() -> tuple[pd.DataFrame, np.ndarray]:
+    """TEXTS all labelled neutral, and a "torch model" right on every one of them."""
+    return _validation("neutral"), np.tile([0.0, 1.0, 0.0], (len(TEXTS), 1))
+
+
 def test_choice_takes_int8_only_within_the_allowed_loss(tiny_dir: Path, tmp_path: Path) -> None:
     # Hand-made reference: a "torch model" that is right on every row (accuracy 1.0), while the
     # tiny random model says neutral on only some rows, so int8 loses more than 0.5 points.
-    validation = _validation("neutral")
-    perfect = np.tile([0.0, 1.0, 0.0], (len(TEXTS), 1))
+    validation, perfect = _neutral_and_perfect()
     strict = choose_runtime(
         tiny_dir, validation, perfect, LABELS, tmp_path / "a",
         inference="auto", int8_max_accuracy_loss=0.005,
@@ -328,8 +332,7 @@ def test_auto_tries_int8_then_mixed_then_fp32(
 
 
 def test_mixed_form_can_be_forced(tiny_dir: Path, tmp_path: Path) -> None:
-    validation = _validation("neutral")
-    reference = np.tile([0.0, 1.0, 0.0], (len(TEXTS), 1))
+    validation, reference = _neutral_and_perfect()
     choice = choose_runtime(
         tiny_dir, validation, reference, LABELS, tmp_path,
         inference="onnx-int8-mixed", int8_max_accuracy_loss=0.0,
@@ -344,8 +347,7 @@ def test_graph_without_feed_forward_projections_falls_back_to_fp32(
     tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(onnx_export, "ffn_output_nodes", lambda graph: [])
-    validation = _validation("neutral")
-    perfect = np.tile([0.0, 1.0, 0.0], (len(TEXTS), 1))
+    validation, perfect = _neutral_and_perfect()
     choice = choose_runtime(
         tiny_dir, validation, perfect, LABELS, tmp_path / "a",
         inference="auto", int8_max_accuracy_loss=0.005,
