@@ -17,6 +17,9 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The served form of a trained model (pipelines.model.onnx_export.choose_runtime).
+Inference = Literal["auto", "onnx-int8", "onnx-int8-mixed", "onnx-fp32", "torch"]
+
 # The project's params.yaml: the source of every default (not EMOREG_PARAMS_PATH, which names the
 # file a run reads; that file may leave sections out).
 DEFAULTS_PATH = Path(__file__).resolve().parent.parent / "params.yaml"
@@ -147,7 +150,7 @@ class TrainParams(_Section):
     max_train_rows: int | None = Field(ge=1)
     eval_batch_size: int = Field(ge=1)
     log_every: int = Field(ge=1)
-    inference: Literal["auto", "onnx-int8", "onnx-int8-mixed", "onnx-fp32", "torch"]
+    inference: Inference
     int8_max_accuracy_loss: float = Field(ge=0, le=1)
     ngram_blend: bool
     ngram_blend_rule: Literal["linear", "log_linear"]

@@ -22,16 +22,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines.model.modeling import ONNX_INPUTS, OnnxClassifier
+from pipelines.params import Inference
 
 log = logging.getLogger(__name__)
 
-Inference = Literal["auto", "onnx-int8", "onnx-int8-mixed", "onnx-fp32", "torch"]
 # The feed-forward output projection (intermediate -> hidden) of an encoder layer, as
 # torch.onnx names the MatMul of a transformers BERT module path.
 FFN_OUTPUT_MATMUL = re.compile(r"/layer\.\d+/output/dense/MatMul$")
