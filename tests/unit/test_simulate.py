@@ -30,12 +30,19 @@ START = date(2026, 11, 1)
 
 
 def _params(**changes: object) -> SimulateParams:
-    values: dict[str, object] = {"seed": 5, "start": START, "days": 2, "conversations_per_day": 15}
+    """Plain turns unless a test asks for composites (``_truth`` reads plain texts only)."""
+    values: dict[str, object] = {
+        "seed": 5,
+        "start": START,
+        "days": 2,
+        "conversations_per_day": 15,
+        "composite_share": 0.0,
+    }
     return SimulateParams.model_validate(values | changes)
 
 
-def _truth(text_: str) -> str:
-    return next(label for label in LABELS if text_ in POOLS.of(label))
+def _truth(text_: str, pools: TextPools = POOLS) -> str:
+    return next(label for label in LABELS if text_ in pools.of(label))
 
 
 def _dump(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
@@ -272,6 +279,102 @@ def test_agents_err_at_the_configured_rate_and_nothing_else_changes():
         assert [f["id"] for f in runs[rate].feedback] == [f["id"] for f in runs[0.0].feedback]
 
 
+# A long complaint and a long praise (over 60 characters): never the review half of a composite.
+LONG_NEGATIVE = "差评：" + "房间又小又吵，隔音很差，" * 6
+LONG_POSITIVE = "好评：" + "早餐丰富，服务周到，" * 7
+COMPOSITE_POOLS = TextPools(
+    negative=(*POOLS.negative[:5], LONG_NEGATIVE),
+    neutral=POOLS.neutral[:5],
+    positive=(*POOLS.positive[:5], LONG_POSITIVE),
+)
+
+
+def _split_composite(text_: str, pools: TextPools) -> tuple[str, str, str] | None:
+    """(question, review, order) when ``text_`` is a pool question and a pool review joined as
+    a customer writes them (a comma after a part that ends no sentence), else None."""
+    for question in pools.neutral:
+        for label in ("negative", "positive"):
+            for review in pools.of(label):
+                # The fake reviews end without punctuation, the questions with "？".
+                if text_ == f"{question}{review}":
+                    return question, review, "question first"
+                if text_ == f"{review}，{question}":
+                    return question, review, "review first"
+    return None
+
+
+def test_composites_join_a_pool_question_and_a_short_review_labelled_as_the_review():
+    params = _params(days=4, conversations_per_day=60, composite_share=1.0)
+    params = params.model_copy(update={"agent_correction_rate": 1.0, "agent_error_rate": 0.0})
+    rows = simulate_day(START, params, LABELS, COMPOSITE_POOLS)
+    for offset in range(1, 4):
+        simulate_day(START + timedelta(days=offset), params, LABELS, COMPOSITE_POOLS, rows)
+    label_of = {f["message_id"]: f["corrected_label"] for f in rows.feedback if f["rating"] is None}
+    customer = [m for m in rows.messages if m["role"].value == "customer"]
+    orders = set()
+    reviews_used = set()
+    questions_used = set()
+    for message in customer:
+        parts = _split_composite(message["text"], COMPOSITE_POOLS)
+        if label_of[message["id"]] == "neutral":
+            assert parts is None and message["text"] in COMPOSITE_POOLS.neutral
+            continue
+        # Share 1: every complaint and praise is a composite, labelled as its review.
+        assert parts is not None, message["text"]
+        question, review, order = parts
+        assert review in COMPOSITE_POOLS.of(label_of[message["id"]])
+        orders.add(order)
+        reviews_used.add(review)
+        questions_used.add(question)
+    assert orders == {"question first", "review first"}
+    assert len(reviews_used) == 10  # the five short ones of each label, never the long ones
+    assert not {LONG_NEGATIVE, LONG_POSITIVE} & reviews_used
+    assert questions_used == set(COMPOSITE_POOLS.neutral)  # the question is drawn, not fixed
+
+
+def test_composite_share_changes_only_the_texts_it_turns_into_composites():
+    base = _params(days=1, conversations_per_day=200)
+    runs = {
+        share: simulate_day(
+            START, base.model_copy(update={"composite_share": share}), LABELS, COMPOSITE_POOLS
+        )
+        for share in (0.0, 0.3)
+    }
+    plain, mixed = runs[0.0], runs[0.3]
+    assert all(_split_composite(m["text"], COMPOSITE_POOLS) is None for m in plain.messages)
+    changed = [
+        (before, after)
+        for before, after in zip(plain.messages, mixed.messages, strict=True)
+        if before != after
+    ]
+    opinions = [
+        m
+        for m in plain.messages
+        if m["role"].value == "customer" and m["text"] not in COMPOSITE_POOLS.neutral
+    ]
+    assert len(opinions) > 150
+    share = len(changed) / len(opinions)
+    assert 0.2 < share < 0.4, share
+    for before, after in changed:
+        # Only the text differs, and it became a composite of the same label as the plain one.
+        assert {k: v for k, v in before.items() if k != "text"} == {
+            k: v for k, v in after.items() if k != "text"
+        }
+        parts = _split_composite(after["text"], COMPOSITE_POOLS)
+        assert parts is not None
+        assert _truth(before["text"], COMPOSITE_POOLS) == _truth(parts[1], COMPOSITE_POOLS)
+    assert mixed.predictions == plain.predictions
+    assert mixed.feedback == plain.feedback and mixed.conversations == plain.conversations
+
+
+def test_composites_need_short_reviews():
+    long_only = TextPools(negative=(LONG_NEGATIVE,), neutral=POOLS.neutral, positive=POOLS.positive)
+    with pytest.raises(ValueError, match="negative texts of at most 60 characters"):
+        simulate_day(START, _params(composite_share=0.1), LABELS, long_only)
+    # Without composites the same pools are fine.
+    assert simulate_day(START, _params(), LABELS, long_only).messages
+
+
 def _inquiry_templates(seed: int) -> dict[str, tuple[str, ...]]:
     """Stored (redacted) inquiry text -> its templates, for more records than the pools draw."""
     from pipelines.data.inquiries import generate_inquiry_records
@@ -297,8 +400,25 @@ def test_cli_sends_only_reserved_texts(store_url, capsys):
     }
     templates_of = _inquiry_templates(3)  # --seed 3
     reviews = [t for t in texts if t in side_of_review]
-    inquiries = [t for t in texts if t not in side_of_review]
-    assert len(reviews) > 10 and len(inquiries) > 10
+    inquiries = [t for t in texts if t in templates_of]
+    composites = [t for t in texts if t not in side_of_review and t not in templates_of]
+    assert len(reviews) > 10 and len(inquiries) > 10 and len(composites) >= 3
+    # A composite is an inquiry and a review (of at most 60 characters), either first; the
+    # second part follows a comma unless the first ends a sentence.
+    for composite in composites:
+        splits = [
+            (question, rest)
+            for question in templates_of
+            if question in composite
+            for rest in (composite.replace(question, "", 1).removesuffix("，"),)
+            if rest in side_of_review or rest.removeprefix("，") in side_of_review
+        ]
+        assert len(splits) == 1, composite
+        question, rest = splits[0]
+        review = rest if rest in side_of_review else rest.removeprefix("，")
+        assert len(review) <= 60
+        inquiries.append(question)
+        reviews.append(review)
     # Reviews from the reserve only; inquiries filled from reserved templates only.
     assert {side_of_review[t] for t in reviews} == {"reserved"}
     assert all(t in templates_of for t in inquiries)
