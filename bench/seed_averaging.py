@@ -40,7 +40,7 @@ def main() -> None:
     labels = list(params.labels)
     data = load_prepared(settings.prepared_dir, labels)
     texts = list(data.validation["text"])
-    print(f"{len(data.train)} training rows, {len(texts)} validation rows, seeds {seeds}")
+    print(f"{len(data.train)} prepared training rows, {len(texts)} validation rows, seeds {seeds}")
     rows: list[tuple[str, dict[str, float]]] = []
     probas: list[np.ndarray] = []
     weights: list[dict[str, torch.Tensor]] = []
@@ -48,6 +48,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="emoreg-seeds-") as tmp:
             setup = prepare_model(settings, params.train, labels, data, Path(tmp))
         model, tokenizer = setup.model, setup.tokenizer
+        if seed == seeds[0]:  # the frame train fits: after train.max_train_rows, if set
+            print(f"training on {len(setup.frame)} rows", flush=True)
         tp = setup.tp.model_copy(
             update={"precision": effective_precision(setup.tp.precision), "seed": seed}
         )
