@@ -458,7 +458,8 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
     how = "warm start" if params.train.warm_start else "from scratch"
     title = (
         f"{'TINY model (smoke run), ' if args.tiny else ''}{how}, "
-        f"{sim.conversations_per_day} conversations/day, agents {sim.agent_error_rate:.0%} wrong"
+        f"{sim.conversations_per_day} conversations/day, agents {sim.agent_error_rate:.0%} wrong, "
+        f"{sim.composite_share:.0%} composites"
     )
     out = plot(rows, args.out, title)
     record = args.out.with_suffix(".json")
