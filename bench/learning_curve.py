@@ -23,7 +23,8 @@ data, params.yaml, model servers), pointed at by the ``EMOREG_*`` settings; the 
 Prints one row per retrain: the week, the prepared training rows (and of them with an agent's
 label), the week's agent labels, the labelled rows new since the champion (``check_new_data``),
 golden real-row accuracy of the challenger and of the champion after the decision, the share of
-behavioural cases the challenger passed, the gate's decision, the training time and what
+behavioural cases the challenger passed, the gate's decision, the training time, the challenger's
+golden recall per label and the class mix of its training rows (label order), and what
 happened; writes a PNG of golden real-row accuracy per retrain (``--out``) and the rows as JSON
 beside it. Asserts nothing.
 
@@ -86,6 +87,8 @@ class Retrain:
     challenger_real_accuracy: float | None = None
     champion_real_accuracy: float | None = None  # after the decision
     challenger_behaviour: float | None = None  # share of behavioural cases passed
+    challenger_recall: dict[str, float] | None = None  # golden recall per label
+    train_label_shares: dict[str, float] | None = None  # the train split's class mix
     gate: str = ""  # blessed | rejected | -
     outcome: str = ""  # promoted vN | kept vN | skipped: ... | validation failed | ...
     train_s: float | None = None
@@ -196,10 +199,26 @@ def agent_labels(partition: Path) -> int:
     return int((raw["label_source"] == "agent_correction").sum())
 
 
-def _feedback_rows(prepared_dir: Path) -> int:
+def _train_counts(prepared_dir: Path) -> dict[str, Any]:
     manifest = json.loads((prepared_dir / "manifest.json").read_text(encoding="utf-8"))
-    sources = manifest.get("counts", {}).get("train", {}).get("source", {})
-    return int(sources.get("feedback", 0))
+    counts: dict[str, Any] = manifest.get("counts", {}).get("train", {})
+    return counts
+
+
+def label_shares(label_counts: dict[str, int], labels: list[str]) -> dict[str, float]:
+    """Each label's share of the rows, in ``labels`` order (0 for a label with no rows)."""
+    total = sum(label_counts.values())
+    if total == 0:
+        raise ValueError("no training rows: the class mix is undefined")
+    return {label: label_counts.get(label, 0) / total for label in labels}
+
+
+def recall_by_label(metrics: dict[str, float], labels: list[str]) -> dict[str, float] | None:
+    """``test_<label>_recall`` of each label, or None when evaluate logged none of them."""
+    found = {label: metrics.get(f"test_{label}_recall") for label in labels}
+    if all(value is None for value in found.values()):
+        return None
+    return {label: float("nan") if v is None else v for label, v in found.items()}
 
 
 def retrain(
@@ -212,7 +231,9 @@ def retrain(
     champion_before = _champion_version(settings)
     prepared = flow.prepare(interval, settings=settings, params=params)
     row.train_rows = prepared.counts.get("train")
-    row.feedback_train_rows = _feedback_rows(Path(prepared.prepared_dir))
+    train_counts = _train_counts(Path(prepared.prepared_dir))
+    row.feedback_train_rows = int(train_counts.get("source", {}).get("feedback", 0))
+    row.train_label_shares = label_shares(train_counts.get("label", {}), list(params.labels))
     check = flow.check_new_data(prepared.to_dict(), settings=settings, params=params)
     row.new_labelled_rows = check.new_labelled_rows
     if not check.proceed:
@@ -234,6 +255,7 @@ def retrain(
     row.challenger_real_accuracy = metrics.get(REAL_ACCURACY)
     row.champion_real_accuracy = metrics.get(CHAMPION_REAL_ACCURACY)
     row.challenger_behaviour = metrics.get(BEHAVIOUR_PASS_RATE)
+    row.challenger_recall = recall_by_label(metrics, list(params.labels))
     if row.gate != "blessed":
         return row
     registered = flow.register(trained.run_id, settings=settings)
@@ -258,8 +280,15 @@ def retrain(
 HEADER = (
     f"{'week':>4} {'train rows':>10} {'of them agent':>13} {'agent wk':>8} "
     f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'behaviour':>9} {'gate':>8} "
-    f"{'train s':>7}  outcome"
+    f"{'train s':>7} {'recall by label':>17} {'train mix':>10}  outcome"
 )
+
+
+def _by_label(values: dict[str, float] | None, spec: str, width: int) -> str:
+    """Per-label values in label order, joined by '/' ('-' when absent)."""
+    if values is None:
+        return "-".rjust(width)
+    return "/".join(format(v, spec) for v in values.values()).rjust(width)
 
 
 def _fmt(value: float | int | None, spec: str) -> str:
@@ -273,7 +302,8 @@ def format_row(row: Retrain) -> str:
         f"{_fmt(row.challenger_real_accuracy, '.4f'):>10} "
         f"{_fmt(row.champion_real_accuracy, '.4f'):>8} "
         f"{_fmt(row.challenger_behaviour, '.3f'):>9} {row.gate:>8} "
-        f"{_fmt(row.train_s, '.0f'):>7}  {row.outcome}"
+        f"{_fmt(row.train_s, '.0f'):>7} {_by_label(row.challenger_recall, '.3f', 17)} "
+        f"{_by_label(row.train_label_shares, '.2f', 10)}  {row.outcome}"
     )
 
 

@@ -1,0 +1,69 @@
+"""The learning-curve bench's per-retrain figures: class mix and per-class recall (pure helpers)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def learning_curve() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "bench" / "learning_curve.py"
+    spec = importlib.util.spec_from_file_location("bench_learning_curve", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_label_shares_in_label_order_with_absent_labels_at_zero(learning_curve) -> None:
+    shares = learning_curve.label_shares({"positive": 1, "negative": 3}, LABELS)
+    assert list(shares) == LABELS
+    assert shares == {"negative": 0.75, "neutral": 0.0, "positive": 0.25}
+
+
+def test_label_shares_of_no_rows_is_an_error(learning_curve) -> None:
+    with pytest.raises(ValueError, match="no training rows"):
+        learning_curve.label_shares({}, LABELS)
+
+
+def test_recall_by_label_reads_the_test_metrics(learning_curve) -> None:
+    metrics = {
+        "test_positive_recall": 0.8,
+        "test_negative_recall": 0.9,
+        "test_neutral_recall": 1.0,
+        "test_real_accuracy": 0.85,
+    }
+    assert learning_curve.recall_by_label(metrics, LABELS) == {
+        "negative": 0.9,
+        "neutral": 1.0,
+        "positive": 0.8,
+    }
+    assert learning_curve.recall_by_label({"test_real_accuracy": 0.85}, LABELS) is None
+
+
+def test_row_prints_recall_and_class_mix(learning_curve) -> None:
+    row = learning_curve.Retrain(
+        week=2,
+        interval="[2026-11-08, 2026-11-15)",
+        challenger_real_accuracy=0.8626,
+        challenger_recall={"negative": 0.925, "neutral": 0.991, "positive": 0.793},
+        train_label_shares={"negative": 0.4, "neutral": 0.35, "positive": 0.25},
+        gate="rejected",
+        outcome="kept v1",
+    )
+    line = learning_curve.format_row(row)
+    assert "0.925/0.991/0.793" in line
+    assert "0.40/0.35/0.25" in line
+    assert line.split()[0] == "2"
+    assert line.endswith("kept v1")
+    # A retrain that never trained shows dashes, not zeros.
+    skipped = learning_curve.format_row(learning_curve.Retrain(week=3, interval="x", gate="-"))
+    assert "0.000" not in skipped and skipped.count("-") >= 8
