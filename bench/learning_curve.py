@@ -200,9 +200,8 @@ def agent_labels(partition: Path) -> int:
 
 
 def _train_counts(prepared_dir: Path) -> dict[str, Any]:
-    manifest = json.loads((prepared_dir / "manifest.json").read_text(encoding="utf-8"))
-    counts: dict[str, Any] = manifest.get("counts", {}).get("train", {})
-    return counts
+    manifest: dict[str, Any] = json.loads((prepared_dir / "manifest.json").read_text("utf-8"))
+    return manifest.get("counts", {}).get("train", {})
 
 
 def label_shares(label_counts: dict[str, int], labels: list[str]) -> dict[str, float]:
@@ -214,11 +213,11 @@ def label_shares(label_counts: dict[str, int], labels: list[str]) -> dict[str, f
 
 
 def recall_by_label(metrics: dict[str, float], labels: list[str]) -> dict[str, float] | None:
-    """``test_<label>_recall`` of each label, or None when evaluate logged none of them."""
-    found = {label: metrics.get(f"test_{label}_recall") for label in labels}
-    if all(value is None for value in found.values()):
+    """``test_<label>_recall`` of each label, or None when evaluate did not log them."""
+    keys = {label: f"test_{label}_recall" for label in labels}
+    if not all(key in metrics for key in keys.values()):
         return None
-    return {label: float("nan") if v is None else v for label, v in found.items()}
+    return {label: metrics[key] for label, key in keys.items()}
 
 
 def retrain(
