@@ -1,7 +1,7 @@
 """Does the feedback loop learn? K simulated weeks of shop traffic, a retrain after each.
 
     python bench/learning_curve.py [--weeks 4] [--conversations-per-day 200]
-        [--warm-start | --from-scratch] [--max-train-rows N] [--tiny]
+        [--warm-start | --from-scratch] [--max-train-rows N] [--reserved-domain D] [--tiny]
         [--out var/bench/learning_curve.png] [--workdir DIR] [--keep]
 
 Everything runs in its own platform (a fresh folder: chat store, MLflow store and artifacts,
@@ -60,6 +60,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/learning_curve.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from pipelines.domains import DOMAINS  # noqa: E402  (no settings, no side effects)
+
 APPROVER = "learning-curve-bench"
 REAL_ACCURACY = "test_real_accuracy"
 BEHAVIOUR_PASS_RATE = "test_behaviour_pass_rate"  # the challenger's behavioural cases passed
@@ -88,6 +90,9 @@ class Retrain:
     champion_real_accuracy: float | None = None  # after the decision
     challenger_behaviour: float | None = None  # share of behavioural cases passed
     challenger_recall: dict[str, float] | None = None  # golden recall per label
+    # --reserved-domain: golden accuracy on that domain's real rows, challenger and champion after
+    challenger_domain_accuracy: float | None = None
+    champion_domain_accuracy: float | None = None
     train_label_shares: dict[str, float] | None = None  # the train split's class mix
     gate: str = ""  # blessed | rejected | -
     outcome: str = ""  # promoted vN | kept vN | skipped: ... | validation failed | ...
@@ -118,6 +123,8 @@ def bench_params(args: argparse.Namespace, tiny_model: Path | None) -> dict[str,
         raw["train"]["warm_start"] = args.warm_start
     if args.max_train_rows is not None:
         raw["train"]["max_train_rows"] = args.max_train_rows
+    if args.reserved_domain is not None:
+        raw["bootstrap"]["reserved_domain"] = args.reserved_domain
     if tiny_model is not None:
         raw["train"].update(
             base_model=str(tiny_model),
@@ -178,6 +185,16 @@ def write_tiny_smoke_cases(settings: Any, params: Any, version: str) -> None:
 # --------------------------------------------------------------------------- one retrain
 
 
+def reserve_description(bootstrap: Any) -> str:
+    """What the reserve holds, for the run's first line."""
+    if bootstrap.reserved_domain is not None:
+        return (
+            f"reserve: every {bootstrap.reserved_domain} review (inquiry templates "
+            f"{bootstrap.reserved_fraction:.0%})"
+        )
+    return f"reserve {bootstrap.reserved_fraction:.0%}"
+
+
 def _metrics(settings: Any, run_id: str) -> dict[str, float]:
     from pipelines.tracking import client
 
@@ -210,6 +227,16 @@ def label_shares(label_counts: dict[str, int], labels: list[str]) -> dict[str, f
     if total == 0:
         raise ValueError("no training rows: the class mix is undefined")
     return {label: label_counts.get(label, 0) / total for label in labels}
+
+
+def domain_accuracy_keys(domain: str | None) -> tuple[str, str] | None:
+    """The challenger's and the champion's metric of golden accuracy on ``domain``'s real rows."""
+    if domain is None:
+        return None
+    from pipelines.evaluation.metrics import metric_key
+
+    key = f"test_domain_{metric_key(domain)}_accuracy"
+    return key, f"champion_{key}"
 
 
 def recall_by_label(metrics: dict[str, float], labels: list[str]) -> dict[str, float] | None:
@@ -255,6 +282,10 @@ def retrain(
     row.champion_real_accuracy = metrics.get(CHAMPION_REAL_ACCURACY)
     row.challenger_behaviour = metrics.get(BEHAVIOUR_PASS_RATE)
     row.challenger_recall = recall_by_label(metrics, list(params.labels))
+    domain_keys = domain_accuracy_keys(params.bootstrap.reserved_domain)
+    if domain_keys is not None:
+        row.challenger_domain_accuracy = metrics.get(domain_keys[0])
+        row.champion_domain_accuracy = metrics.get(domain_keys[1])
     if row.gate != "blessed":
         return row
     registered = flow.register(trained.run_id, settings=settings)
@@ -269,6 +300,7 @@ def retrain(
     if promoted.action == "promoted":
         row.outcome = f"promoted v{promoted.version}"
         row.champion_real_accuracy = row.challenger_real_accuracy
+        row.champion_domain_accuracy = row.challenger_domain_accuracy
     else:
         row.outcome = f"{promoted.action} v{promoted.version}: {promoted.reason}"
     return row
@@ -279,7 +311,7 @@ def retrain(
 HEADER = (
     f"{'week':>4} {'train rows':>10} {'of them agent':>13} {'agent wk':>8} "
     f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'behaviour':>9} {'gate':>8} "
-    f"{'train s':>7} {'recall by label':>17} {'train mix':>10}  outcome"
+    f"{'train s':>7} {'recall by label':>17} {'train mix':>10} {'domain ch/cp':>13}  outcome"
 )
 
 
@@ -294,6 +326,14 @@ def _fmt(value: float | int | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _domain_pair(row: Retrain) -> str:
+    """Challenger/champion accuracy on the reserved domain's golden rows ('-' for no figure)."""
+    if row.challenger_domain_accuracy is None and row.champion_domain_accuracy is None:
+        return "-"
+    challenger, champion = row.challenger_domain_accuracy, row.champion_domain_accuracy
+    return f"{_fmt(challenger, '.4f')}/{_fmt(champion, '.4f')}"
+
+
 def format_row(row: Retrain) -> str:
     return (
         f"{row.week:>4} {_fmt(row.train_rows, 'd'):>10} {_fmt(row.feedback_train_rows, 'd'):>13} "
@@ -302,13 +342,14 @@ def format_row(row: Retrain) -> str:
         f"{_fmt(row.champion_real_accuracy, '.4f'):>8} "
         f"{_fmt(row.challenger_behaviour, '.3f'):>9} {row.gate:>8} "
         f"{_fmt(row.train_s, '.0f'):>7} {_by_label(row.challenger_recall, '.3f', 17)} "
-        f"{_by_label(row.train_label_shares, '.2f', 10)}  {row.outcome}"
+        f"{_by_label(row.train_label_shares, '.2f', 10)} {_domain_pair(row):>13}  {row.outcome}"
     )
 
 
-def plot(rows: list[Retrain], out: Path, title: str) -> Path | None:
+def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) -> Path | None:
     """Golden real-row accuracy per retrain: the challenger (by gate decision) and the champion
-    after the decision. None when matplotlib is missing."""
+    after the decision; with ``domain``, also accuracy on that domain's golden real rows. None
+    when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -342,9 +383,31 @@ def plot(rows: list[Retrain], out: Path, title: str) -> Path | None:
                 zorder=3,
                 label=f"challenger ({gate})",
             )
+    domain_champion = [
+        (r.week, r.champion_domain_accuracy) for r in rows if r.champion_domain_accuracy is not None
+    ]
+    if domain_champion:
+        ax.step(
+            *zip(*domain_champion, strict=True),
+            where="post",
+            color="tab:orange",
+            label=f"champion, {domain} rows" if domain else "champion, domain rows",
+        )
+        domain_challengers = [
+            (r.week, r.challenger_domain_accuracy)
+            for r in rows
+            if r.challenger_domain_accuracy is not None
+        ]
+        ax.scatter(
+            *zip(*domain_challengers, strict=True),
+            marker=".",
+            color="tab:orange",
+            zorder=3,
+            label=f"challenger, {domain} rows" if domain else "challenger, domain rows",
+        )
     ax.set_xticks([r.week for r in rows])
     ax.set_xlabel("retrain after simulated week (0: bootstrap only)")
-    ax.set_ylabel("golden real-row accuracy")
+    ax.set_ylabel("golden accuracy (real rows)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
@@ -372,6 +435,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     start.add_argument("--warm-start", dest="warm_start", action="store_true", default=None)
     start.add_argument("--from-scratch", dest="warm_start", action="store_false")
     parser.add_argument("--max-train-rows", type=int, help="stratified cap on training rows")
+    parser.add_argument(
+        "--reserved-domain",
+        choices=DOMAINS,
+        help="reserve every non-golden review of this kind of shop (a product line the bootstrap "
+        "model never saw) instead of a random share; prints accuracy on its golden rows",
+    )
     parser.add_argument("--start", help="first simulated day (default: params.yaml simulate.start)")
     parser.add_argument("--tiny", action="store_true", help="tiny model: a smoke run of the loop")
     parser.add_argument(
@@ -427,7 +496,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
         f"weeks {args.weeks}, {sim.conversations_per_day} conversations/day, agents label "
         f"{sim.agent_correction_rate:.0%} ({sim.agent_error_rate:.0%} wrong), "
         f"{sim.composite_share:.0%} of complaints and praise as composites, reserve "
-        f"{params.bootstrap.reserved_fraction:.0%}, "
+        f"{reserve_description(params.bootstrap)}, "
         f"{'warm start' if params.train.warm_start else 'from scratch'}, "
         f"max_train_rows {params.train.max_train_rows}{', TINY model' if args.tiny else ''}",
         flush=True,
@@ -489,8 +558,9 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
         f"{'TINY model (smoke run), ' if args.tiny else ''}{how}, "
         f"{sim.conversations_per_day} conversations/day, agents {sim.agent_error_rate:.0%} wrong, "
         f"{sim.composite_share:.0%} composites"
+        + (f", reserve: {domain} reviews" if (domain := params.bootstrap.reserved_domain) else "")
     )
-    out = plot(rows, args.out, title)
+    out = plot(rows, args.out, title, params.bootstrap.reserved_domain)
     record = args.out.with_suffix(".json")
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(

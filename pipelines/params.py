@@ -74,9 +74,28 @@ class BootstrapParams(_Section):
     # Share of the non-golden reviews (by canonical key) and inquiry templates that never enter
     # the corpus: the shop's future traffic, the simulator's only customer texts.
     reserved_fraction: float = Field(ge=0, lt=1)
+    # A kind of shop (``pipelines.domains``) whose non-golden reviews are the reserve
+    # instead of ``reserved_fraction`` of all reviews (templates keep ``reserved_fraction``).
+    reserved_domain: str | None
     # Messages of a training inquiry and a training review, labelled as the review
     # (``pipelines.data.bootstrap``: a question is no sign of the neutral class).
     composite_count: int = Field(ge=0)
+
+    @field_validator("reserved_domain")
+    @classmethod
+    def _known_domain(cls, value: str | None) -> str | None:
+        from pipelines.domains import DOMAINS
+
+        if value is not None and value not in DOMAINS:
+            raise ValueError(f"unknown domain {value!r}; one of {list(DOMAINS)} or null")
+        return value
+
+    @model_validator(mode="after")
+    def _templates_reserved_too(self) -> BootstrapParams:
+        # The simulator's inquiries come from reserved templates: a domain alone leaves it none.
+        if self.reserved_domain is not None and self.reserved_fraction == 0:
+            raise ValueError("reserved_domain needs reserved_fraction > 0 (the reserved templates)")
+        return self
 
 
 class SimulateParams(_Section):

@@ -18,7 +18,10 @@ The golden test set is chosen so that it measures understanding rather than reca
 The **reserve** is the shop's future traffic: of the reviews that are not golden,
 ``bootstrap.reserved_fraction`` (by a second salt on the same canonical key, so near-duplicates
 share a side) never enter the corpus; likewise that share of the templates that are not golden
-(an inquiry is left out when any of its templates is reserved). The simulator draws its customer
+(an inquiry is left out when any of its templates is reserved). With
+``bootstrap.reserved_domain`` (``pipelines.domains``) the reserved reviews are instead every
+non-golden review of that kind of shop: a product line the bootstrap model never saw, so that
+what the feedback loop learns shows on that domain's golden rows. The simulator draws its customer
 texts from the reserve only (``pipelines.data.simulate``), so agents' labels on simulated
 traffic are new information. Golden is decided first and does not depend on the reserve: the
 golden rows are the same whatever ``reserved_fraction`` is, and ``reserved_fraction: 0`` gives
@@ -67,6 +70,7 @@ from pipelines.data.textprep import (
     GOLDEN,
     RESERVED,
     TRAIN,
+    canonical_form,
     canonical_key,
     is_golden_template,
     key_fraction,
@@ -76,6 +80,7 @@ from pipelines.data.textprep import (
     text_side,
     validation_score,
 )
+from pipelines.domains import review_domain
 from pipelines.params import BootstrapParams, Params
 from pipelines.partitions import write_json, write_parquet
 from pipelines.settings import Settings
@@ -241,12 +246,23 @@ def template_sides(bootstrap: BootstrapParams) -> dict[str, str]:
     }
 
 
+def review_side(text: str, bootstrap: BootstrapParams) -> str:
+    """``GOLDEN``, ``RESERVED`` or ``TRAIN`` for a review's original text.
+
+    With ``reserved_domain`` the reserve is every review of that domain that is not golden
+    (golden is decided first, as always); otherwise ``reserved_fraction`` of all reviews.
+    """
+    domain = bootstrap.reserved_domain
+    if domain is None:
+        return text_side(text, bootstrap.golden_fraction, bootstrap.reserved_fraction)
+    side = text_side(text, bootstrap.golden_fraction, 0.0)
+    # The canonical form, as for every split decision: near-duplicates share a side.
+    return RESERVED if side == TRAIN and review_domain(canonical_form(text)) == domain else side
+
+
 def review_sides(reviews: pd.DataFrame, bootstrap: BootstrapParams) -> list[str]:
     """The side of each review (``GOLDEN``, ``RESERVED``, ``TRAIN``), by its original text."""
-    return [
-        text_side(text, bootstrap.golden_fraction, bootstrap.reserved_fraction)
-        for text in reviews["text"]
-    ]
+    return [review_side(text, bootstrap) for text in reviews["text"]]
 
 
 def reserved_reviews(reviews: pd.DataFrame, bootstrap: BootstrapParams) -> pd.DataFrame:
@@ -395,6 +411,7 @@ def _build(params: Params, reviews: pd.DataFrame) -> tuple[pd.DataFrame, dict[st
     templates = Counter(template_sides(params.bootstrap).values())
     report = {
         "fraction": params.bootstrap.reserved_fraction,
+        "domain": params.bootstrap.reserved_domain,
         "reviews": len(reserved),
         "reviews_by_label": _counts(reserved["label"]),
         "templates": templates[RESERVED],

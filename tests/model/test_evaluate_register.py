@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,6 +211,9 @@ def test_good_model_is_blessed_registered_and_traced(env: Env) -> None:
     assert run.data.metrics["test_macro_f1"] == pytest.approx(result.metrics["macro_f1"])
     assert "test_real_accuracy" in run.data.metrics
     assert "test_negative_recall" in run.data.metrics
+    # Every real test row falls in exactly one domain slice (OTHER included), synthetic in none.
+    domain_n = [v for k, v in run.data.metrics.items() if re.fullmatch(r"test_domain_\w+_n", k)]
+    assert domain_n and sum(domain_n) == run.data.metrics["test_real_n"] > 0
     assert "champion_test_macro_f1" not in run.data.metrics
     logged = {a.path for a in mlflow_client(settings).list_artifacts(env.good, "evaluation")}
     assert {f"evaluation/{n}" for n in ("confusion_matrix.png", "per_class.png", "report.html",

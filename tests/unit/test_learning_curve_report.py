@@ -67,3 +67,32 @@ def test_row_prints_recall_and_class_mix(learning_curve) -> None:
     # A retrain that never trained shows dashes, not zeros.
     skipped = learning_curve.format_row(learning_curve.Retrain(week=3, interval="x", gate="-"))
     assert "0.000" not in skipped and skipped.count("-") >= 8
+
+
+def test_reserved_domain_reaches_the_runs_params_and_its_row(learning_curve) -> None:
+    args = learning_curve.parse_args(["--reserved-domain", "hotel", "--weeks", "2"])
+    raw = learning_curve.bench_params(args, None)
+    assert raw["bootstrap"]["reserved_domain"] == "hotel"
+    assert (
+        learning_curve.bench_params(learning_curve.parse_args([]), None)["bootstrap"][
+            "reserved_domain"
+        ]
+        is None
+    )  # params.yaml's
+    # The metric names evaluate logs for the challenger and the champion (test_ + flatten's key).
+    assert learning_curve.domain_accuracy_keys("hotel") == (
+        "test_domain_hotel_accuracy",
+        "champion_test_domain_hotel_accuracy",
+    )
+    assert learning_curve.domain_accuracy_keys(None) is None
+    row = learning_curve.Retrain(
+        week=1,
+        interval="[2026-11-01, 2026-11-08)",
+        challenger_domain_accuracy=0.8512,
+        champion_domain_accuracy=0.8301,
+        gate="rejected",
+        outcome="kept v1",
+    )
+    assert "0.8512/0.8301" in learning_curve.format_row(row)
+    with pytest.raises(SystemExit):
+        learning_curve.parse_args(["--reserved-domain", "food"])

