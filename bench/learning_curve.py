@@ -8,7 +8,9 @@ Everything runs in its own platform (a fresh folder: chat store, MLflow store an
 data, params.yaml, model servers), pointed at by the ``EMOREG_*`` settings; the checkout's
 ``var/`` and ``data/`` are not touched (only the converted base model is read from them).
 
-1. ``bootstrap``: the corpus, less the reserve (``bootstrap.reserved_fraction``).
+1. ``bootstrap``: the corpus, less the reserve (``bootstrap.reserved_fraction``, or with
+   ``--reserved-domain`` every non-golden review of one kind of shop: hotels, electronics or
+   books, ``pipelines.domains``).
 2. Week 0: the bootstrap-only model, through the retrain DAG's steps (``pipelines.flow``):
    prepare -> check_new_data -> train -> evaluate (gate) -> register; then, as an ML lead
    would when the gate blessed it, ``approve``, and ``promote`` (a real blue/green switch to an
@@ -24,7 +26,8 @@ Prints one row per retrain: the week, the prepared training rows (and of them wi
 label), the week's agent labels, the labelled rows new since the champion (``check_new_data``),
 golden real-row accuracy of the challenger and of the champion after the decision, the share of
 behavioural cases the challenger passed, the gate's decision, the training time, the challenger's
-golden recall per label and the class mix of its training rows (label order), and what
+golden recall per label and the class mix of its training rows (label order), with
+``--reserved-domain`` golden accuracy on that domain's real rows (challenger/champion), and what
 happened; writes a PNG of golden real-row accuracy per retrain (``--out``) and the rows as JSON
 beside it. Asserts nothing.
 
@@ -189,10 +192,10 @@ def reserve_description(bootstrap: Any) -> str:
     """What the reserve holds, for the run's first line."""
     if bootstrap.reserved_domain is not None:
         return (
-            f"reserve: every {bootstrap.reserved_domain} review (inquiry templates "
+            f"every non-golden {bootstrap.reserved_domain} review (inquiry templates "
             f"{bootstrap.reserved_fraction:.0%})"
         )
-    return f"reserve {bootstrap.reserved_fraction:.0%}"
+    return f"{bootstrap.reserved_fraction:.0%}"
 
 
 def _metrics(settings: Any, run_id: str) -> dict[str, float]:
