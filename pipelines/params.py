@@ -169,6 +169,8 @@ class TrainParams(_Section):
     prune_vocab: bool
     warm_start: bool
     replay_fraction: float = Field(ge=0, le=1)
+    # Replay per class so that new plus replayed rows keep the class mix of all rows.
+    replay_restores_class_mix: bool
     max_train_rows: int | None = Field(ge=1)
     eval_batch_size: int = Field(ge=1)
     log_every: int = Field(ge=1)

@@ -18,8 +18,9 @@ validation and test rows untouched); the run logs the suspects as ``noise/suspec
 
 Warm start (``train.warm_start``): the weights of ``models:/<name>@champion``, trained on the rows
 the champion has not seen (by ``id``; each run logs its training ids as ``data/train_ids.parquet``)
-plus a stratified replay sample of ``replay_fraction`` of the rows it has seen. Without a champion
-the run starts from the base model.
+plus a replay sample of ``replay_fraction`` of the rows it has seen: per class, so that new and
+replayed rows together keep the class mix of all rows (``replay_restores_class_mix``), or
+stratified. Without a champion the run starts from the base model.
 
 The rows and batches come from ``pipelines.model.train_data``, the model a run starts from (base
 or champion, trimmed, frozen) and its optimiser from ``pipelines.model.train_setup``; this module

@@ -3,7 +3,8 @@
 ``load_prepared`` reads ``data/prepared/{train,validation,test}.parquet`` and ``manifest.json``
 and checks them (known labels, no empty text, at least two classes to train on).
 ``select_rows`` picks the training rows: with a warm start, the rows the champion has not seen
-plus a stratified replay sample of the ones it has (``replay_mix``), capped by
+plus a replay sample of the ones it has (``replay_mix``: stratified, or restoring the class mix of
+all rows), capped by
 ``train.max_train_rows`` (``stratified_sample``). ``length_buckets`` cuts rows into batches of
 similar length in random order.
 """
@@ -106,15 +107,71 @@ def stratified_sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame
     return pd.concat(parts).sort_index()
 
 
+def replay_quotas(
+    new_counts: dict[str, int], seen_counts: dict[str, int], replay_rows: int
+) -> dict[str, int]:
+    """Seen rows to replay per class so that new plus replayed rows keep the class mix of all
+    rows (new and seen together), as a cold start would train on.
+
+    A class wants ``share x (new + replay_rows) - its new rows``, none when its new rows exceed
+    that; when the wants add up to more than ``replay_rows`` they are scaled down to it. Whole
+    rows by largest remainder. No class wants more than it has seen while ``replay_rows`` is at
+    most the seen rows: ``(new_c + seen_c) x planned / total - new_c <= seen_c``.
+    """
+    labels = sorted(set(new_counts) | set(seen_counts))
+    total = sum(new_counts.values()) + sum(seen_counts.values())
+    planned = sum(new_counts.values()) + replay_rows
+    wants = {
+        label: max(
+            0.0,
+            (new_counts.get(label, 0) + seen_counts.get(label, 0)) / total * planned
+            - new_counts.get(label, 0),
+        )
+        for label in labels
+    }
+    wanted = sum(wants.values())
+    if wanted > replay_rows:
+        wants = {label: want * replay_rows / wanted for label, want in wants.items()}
+    quota = {label: math.floor(want) for label, want in wants.items()}
+    target = min(replay_rows, round(sum(wants.values())))
+    by_remainder = sorted(labels, key=lambda lbl: (-(wants[lbl] - quota[lbl]), lbl))
+    for label in by_remainder[: target - sum(quota.values())]:
+        quota[label] += 1
+    return quota
+
+
 def replay_mix(
-    frame: pd.DataFrame, seen_ids: set[str], replay_fraction: float, seed: int
+    frame: pd.DataFrame,
+    seen_ids: set[str],
+    replay_fraction: float,
+    seed: int,
+    *,
+    restore_class_mix: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Rows not in ``seen_ids`` plus a stratified sample of ``replay_fraction`` of the rest."""
+    """Rows not in ``seen_ids`` plus ``replay_fraction`` of the rest: a stratified sample, or
+    with ``restore_class_mix`` per class as many as ``replay_quotas`` says, so that a week of
+    traffic that is mostly complaints does not tilt the warm-started model towards them."""
     seen = frame["id"].isin(seen_ids)
     new, old = frame[~seen], frame[seen]
-    replay = stratified_sample(old, round(replay_fraction * len(old)), seed) if len(old) else old
+    rows = round(replay_fraction * len(old))
+    if not len(old):
+        replay = old
+    elif restore_class_mix:
+        quota = replay_quotas(_label_counts(new), _label_counts(old), rows)
+        replay = pd.concat(
+            [
+                group.sample(n=quota[str(label)], random_state=seed)
+                for label, group in old.groupby("label", sort=True)
+            ]
+        )
+    else:
+        replay = stratified_sample(old, rows, seed)
     mixed = pd.concat([new, replay]).sort_index()
     return mixed, {"new_rows": len(new), "replay_rows": len(replay), "seen_rows": len(old)}
+
+
+def _label_counts(frame: pd.DataFrame) -> dict[str, int]:
+    return {str(label): int(n) for label, n in frame["label"].value_counts().items()}
 
 
 def select_rows(
@@ -126,7 +183,13 @@ def select_rows(
     """
     frame, info = data.train, {"prepared_rows": len(data.train)}
     if seen_ids is not None:
-        frame, mix = replay_mix(frame, seen_ids, tp.replay_fraction, tp.seed)
+        frame, mix = replay_mix(
+            frame,
+            seen_ids,
+            tp.replay_fraction,
+            tp.seed,
+            restore_class_mix=tp.replay_restores_class_mix,
+        )
         info.update(mix)
         if mix["new_rows"] == 0:
             log.warning("no training rows are new since the champion: training on replay only")

@@ -18,7 +18,12 @@ from pipelines.model.train import (
     train,
     train_pointer,
 )
-from pipelines.model.train_data import length_buckets, replay_mix, stratified_sample
+from pipelines.model.train_data import (
+    length_buckets,
+    replay_mix,
+    replay_quotas,
+    stratified_sample,
+)
 from pipelines.params import Params, TrainParams, load_params
 from pipelines.settings import Settings
 from tests.tiny_unigram import build_tiny_unigram_model
@@ -489,6 +494,54 @@ def test_replay_mix_takes_new_rows_and_a_share_of_seen_ones() -> None:
     assert info == {"new_rows": 4, "replay_rows": 3, "seen_rows": 6}
     assert {"i6", "i7", "i8", "i9"} <= set(mixed["id"])
     assert len(mixed) == 7
+
+
+@pytest.mark.parametrize(
+    ("new", "seen", "replay_rows", "expected"),
+    [
+        # All rows: 14 negative, 10 positive; new + replay = 4 + 10 = 14 rows should hold
+        # 14 x 14/24 = 8.17 negative (replay 4.17) and 14 x 10/24 = 5.83 positive (replay 5.83):
+        # floors 4 + 5, the row left goes to the larger remainder (positive, 0.83).
+        ({"negative": 4}, {"negative": 10, "positive": 10}, 10, {"negative": 4, "positive": 6}),
+        # New rows beyond their class's share: that class replays none; the other wants
+        # 16 x 12/22 = 8.73 but the replay holds 6 rows.
+        ({"positive": 10}, {"negative": 10, "positive": 2}, 6, {"negative": 6, "positive": 0}),
+        # Three classes, 20 rows of which 10 negative, 2 neutral, 8 positive; 1 + 10 = 11 rows
+        # should hold 5.5, 1.1 and 4.4: replay 4.5, 1.1, 4.4 -> floors 4, 1, 4 and the tenth row
+        # to the largest remainder (negative, 0.5).
+        (
+            {"negative": 1},
+            {"negative": 9, "neutral": 2, "positive": 8},
+            10,
+            {"negative": 5, "neutral": 1, "positive": 4},
+        ),
+        # No new rows: the replay keeps the seen rows' mix (3 of 6 and 1 of 2 for 4 rows).
+        ({}, {"negative": 6, "positive": 2}, 4, {"negative": 3, "positive": 1}),
+    ],
+)
+def test_replay_quotas_restore_the_class_mix_of_all_rows(
+    new: dict[str, int], seen: dict[str, int], replay_rows: int, expected: dict[str, int]
+) -> None:
+    assert replay_quotas(new, seen, replay_rows) == expected
+
+
+def test_replay_mix_restoring_the_class_mix_replays_the_other_class() -> None:
+    # 4 new negative rows and 10 + 10 seen: a stratified replay of 10 takes 5 + 5 (9 negative
+    # of 14); restoring the mix takes 4 + 6 (8 of 14, as 14 of the 24 rows are negative).
+    frame = pd.DataFrame(
+        {
+            "id": [f"s{k}" for k in range(20)] + [f"n{k}" for k in range(4)],
+            "label": ["negative", "positive"] * 10 + ["negative"] * 4,
+        }
+    )
+    seen = {f"s{k}" for k in range(20)}
+    stratified, _ = replay_mix(frame, seen, 0.5, seed=0)
+    restored, info = replay_mix(frame, seen, 0.5, seed=0, restore_class_mix=True)
+    assert stratified["label"].value_counts().to_dict() == {"negative": 9, "positive": 5}
+    assert restored["label"].value_counts().to_dict() == {"negative": 8, "positive": 6}
+    assert info == {"new_rows": 4, "replay_rows": 10, "seen_rows": 20}
+    assert {f"n{k}" for k in range(4)} <= set(restored["id"])
+    assert restored["id"].is_unique
 
 
 def test_cli_overrides_are_validated() -> None:
