@@ -394,7 +394,7 @@ def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) 
             *zip(*domain_champion, strict=True),
             where="post",
             color="tab:orange",
-            label=f"champion, {domain} rows" if domain else "champion, domain rows",
+            label=f"champion, {domain} rows",
         )
         domain_challengers = [
             (r.week, r.challenger_domain_accuracy)
@@ -406,7 +406,7 @@ def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) 
             marker=".",
             color="tab:orange",
             zorder=3,
-            label=f"challenger, {domain} rows" if domain else "challenger, domain rows",
+            label=f"challenger, {domain} rows",
         )
     ax.set_xticks([r.week for r in rows])
     ax.set_xlabel("retrain after simulated week (0: bootstrap only)")
