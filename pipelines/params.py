@@ -17,6 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.domains import DOMAINS
+
 # The served form of a trained model (pipelines.model.onnx_export.choose_runtime).
 Inference = Literal["auto", "onnx-int8", "onnx-int8-mixed", "onnx-fp32", "torch"]
 
@@ -84,8 +86,6 @@ class BootstrapParams(_Section):
     @field_validator("reserved_domain")
     @classmethod
     def _known_domain(cls, value: str | None) -> str | None:
-        from pipelines.domains import DOMAINS
-
         if value is not None and value not in DOMAINS:
             raise ValueError(f"unknown domain {value!r}; one of {list(DOMAINS)} or null")
         return value
