@@ -8,7 +8,10 @@ Outputs:
   ``compared_to``, ``eval_registered_model``, ``eval_dataset_hash``, ``eval_data_interval``,
   ``eval_test_sha256``;
   artifacts under ``evaluation/``: ``confusion_matrix.png``, ``per_class.png``,
-  ``calibration.png``, ``report.html``, ``metrics.json``, ``behaviour.json``, ``gate.json``.
+  ``calibration.png``, ``report.html``, ``metrics.json``, ``behaviour.json``, ``gate.json``;
+  with a champion also ``confusion_matrix_champion.png`` and ``disagreements.csv`` (the golden
+  rows the two models label differently), and metrics ``disagreement_rows``,
+  ``disagreement_challenger_matches_label``, ``disagreement_champion_matches_label``.
 * Local: the same files under ``var/runs/evaluation/<run_id>/`` and the hand-over record
   ``var/runs/evaluation.json`` for ``register`` (written last, atomically).
 """
@@ -38,11 +41,12 @@ from pipelines.evaluation.behaviour import (
     load_checks,
     run_behaviour_checks,
 )
+from pipelines.evaluation.disagreement import disagreement_counts, disagreements
 from pipelines.evaluation.gate import GateDecision, decide
 from pipelines.evaluation.metrics import flatten, proba_matrix, scorecard, source_group
 from pipelines.evaluation.report import ModelReport, ReportPaths, write_report
 from pipelines.params import Params, load_params
-from pipelines.partitions import dataset_interval, write_json
+from pipelines.partitions import atomic_path, dataset_interval, write_json
 from pipelines.settings import Settings, get_settings
 from pipelines.tracking import CHAMPION_ALIAS, alias_version
 
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "evaluation"
+DISAGREEMENTS_FILE = "disagreements.csv"
 # MLflow keeps tag values up to 8000 characters in its SQL store; stay well below.
 MAX_TAG_CHARS = 4000
 
@@ -64,6 +69,7 @@ class ScoredModel:
     scorecard: dict[str, Any]
     behaviour: BehaviourReport | None
     flat: dict[str, float]
+    predicted_labels: tuple[str, ...]
 
     def as_report(self) -> ModelReport:
         behaviour = self.behaviour.to_dict() if self.behaviour else None
@@ -77,6 +83,7 @@ class EvaluationResult:
     metrics: dict[str, float]
     champion_version: str | None
     champion_metrics: dict[str, float] | None
+    comparison: dict[str, float]  # disagreement counts; empty without a champion
     decision: GateDecision
     report: ReportPaths
     record_path: Path
@@ -184,7 +191,8 @@ def score_model(
         )
         flat["behaviour_pass_rate"] = behaviour.pass_rate
         flat["behaviour_passed"] = float(behaviour.passed)
-    return ScoredModel(name=name, uri=uri, scorecard=card, behaviour=behaviour, flat=flat)
+    labels = tuple(predictions["label"].astype(str))
+    return ScoredModel(name, uri, card, behaviour, flat, predicted_labels=labels)
 
 
 def load_pyfunc(uri: str) -> Any:
@@ -213,6 +221,7 @@ def _log_to_run(
     run_id: str,
     challenger: ScoredModel,
     champion: ScoredModel | None,
+    comparison: dict[str, float],
     decision: GateDecision,
     tags: dict[str, str],
     out_dir: Path,
@@ -223,6 +232,7 @@ def _log_to_run(
     values = {f"test_{k}": v for k, v in _finite(challenger.flat).items()}
     if champion is not None:
         values |= {f"champion_test_{k}": v for k, v in _finite(champion.flat).items()}
+    values |= comparison
     values["gate_blessed"] = float(decision.blessed)
     metrics = [Metric(key, float(value), now, 0) for key, value in sorted(values.items())]
     for start in range(0, len(metrics), 500):  # log_batch takes at most 1000 metrics
@@ -257,6 +267,13 @@ def _write_evidence(
         out_dir / "behaviour.json",
     )
     write_json({**decision.to_dict(), "compared_to": compared_to}, out_dir / "gate.json")
+
+
+def _write_disagreements(out_dir: Path, rows: pd.DataFrame) -> Path:
+    path = out_dir / DISAGREEMENTS_FILE
+    with atomic_path(path) as tmp:
+        rows.to_csv(tmp, index=False, encoding="utf-8")
+    return path
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -350,8 +367,18 @@ def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -
         "evaluated at": evaluated_at,
     }
     champion_report = champion.as_report() if champion else None
-    report = write_report(staging, challenger.as_report(), champion_report, decision, meta)
+    disagreeing = (
+        disagreements(test.frame, challenger.predicted_labels, champion.predicted_labels)
+        if champion
+        else None
+    )
+    comparison = disagreement_counts(disagreeing) if disagreeing is not None else {}
+    report = write_report(
+        staging, challenger.as_report(), champion_report, decision, meta, disagreeing
+    )
     _write_evidence(staging, challenger, champion, decision, compared_to)
+    if disagreeing is not None:
+        _write_disagreements(staging, disagreeing)
     tags = {
         "gate": decision.verdict,
         "gate_reasons": "; ".join(decision.reasons),
@@ -361,7 +388,7 @@ def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -
         "eval_data_interval": test.data_interval,
         "eval_test_sha256": test.sha256,
     }
-    _log_to_run(client, run_id, challenger, champion, decision, tags, staging)
+    _log_to_run(client, run_id, challenger, champion, comparison, decision, tags, staging)
     _replace_dir(staging, out_dir)
 
     result = EvaluationResult(
@@ -370,6 +397,7 @@ def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -
         metrics=challenger.flat,
         champion_version=str(champion_version.version) if champion_version else None,
         champion_metrics=champion.flat if champion else None,
+        comparison=comparison,
         decision=decision,
         report=report.moved_to(out_dir),
         record_path=evaluation_record_path(settings),
@@ -403,6 +431,7 @@ def _record(
         "test_set": {"path": str(test.path), "rows": len(test.frame), "sha256": test.sha256},
         "metrics": result.metrics,
         "champion_metrics": result.champion_metrics,
+        "disagreements": result.comparison or None,
         "report": result.report.as_dict(),
         "evaluated_at": evaluated_at,
     }

@@ -14,14 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.evaluation.disagreement import CHALLENGER, CHAMPION, NEITHER
 from pipelines.evaluation.gate import GateDecision
 from pipelines.partitions import atomic_path
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
 CHALLENGER_COLOR = "#1f77b4"
 CHAMPION_COLOR = "#ff7f0e"
+# The report lists this many of the disagreeing rows; disagreements.csv holds them all.
+DISAGREEMENTS_SHOWN = 200
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,46 @@ def _slices_section(ch: ModelReport, cp: ModelReport | None) -> str:
     return "<h2>Per source</h2>" + note + _table(header, rows)
 
 
+def _disagreement_section(
+    ch: ModelReport, cp: ModelReport | None, rows: pd.DataFrame | None
+) -> str:
+    if cp is None or rows is None:
+        return ""
+    matches = rows["matches_label"].value_counts()
+    summary = (
+        f"<p>The two models label <b>{len(rows)}</b> test rows differently: "
+        f"{_e(ch.name)} matches the dataset label on {int(matches.get(CHALLENGER, 0))}, "
+        f"{_e(cp.name)} on {int(matches.get(CHAMPION, 0))}, neither on "
+        f"{int(matches.get(NEITHER, 0))}. Only these rows make the two accuracies differ, "
+        "and the golden labels are wrong on about one real row in twenty: read them before "
+        "trusting a small difference either way. All rows are in "
+        "<code>disagreements.csv</code>"
+        + (
+            f"; the first {DISAGREEMENTS_SHOWN} are shown."
+            if len(rows) > DISAGREEMENTS_SHOWN
+            else "."
+        )
+        + "</p>"
+    )
+    header = ["matches label", "domain", "label", _champ(cp), ch.name, "text"]
+    shown = rows.head(DISAGREEMENTS_SHOWN)
+    table = _table(
+        header,
+        [
+            [
+                _e(r.matches_label),
+                _e(r.domain if isinstance(r.domain, str) else "-"),
+                _e(r.label),
+                _e(r.champion),
+                _e(r.challenger),
+                _e(r.text),
+            ]
+            for r in shown.itertuples(index=False)
+        ],
+    )
+    return "<h2>Where the two models disagree</h2>" + summary + table
+
+
 def _calibration_section(ch: ModelReport, cp: ModelReport | None, chart: Path) -> str:
     rows = []
     for i, b in enumerate(ch.scorecard["overall"]["calibration"]):
@@ -378,6 +422,7 @@ def render_html(
     decision: GateDecision,
     images: Mapping[str, Path],
     meta: Mapping[str, Any],
+    disagreeing: pd.DataFrame | None = None,
 ) -> str:
     """The whole report as one HTML string; images are embedded as base64 data URIs."""
     facts = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in meta.items())
@@ -395,6 +440,7 @@ def render_html(
         + _overall_section(challenger, champion)
         + _per_class_section(challenger, champion, images["per_class"])
         + _slices_section(challenger, champion)
+        + _disagreement_section(challenger, champion, disagreeing)
         + _calibration_section(challenger, champion, images["calibration"])
         + "<h2>Confusion matrices</h2>"
         + matrices
@@ -409,6 +455,7 @@ def write_report(
     champion: ModelReport | None,
     decision: GateDecision,
     meta: Mapping[str, Any],
+    disagreeing: pd.DataFrame | None = None,
 ) -> ReportPaths:
     """Write the PNGs and ``report.html`` into ``out_dir`` (each file atomically)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -425,7 +472,7 @@ def write_report(
             out_dir / "confusion_matrix_champion.png",
             title=champion.name,
         )
-    page = render_html(challenger, champion, decision, images, meta)
+    page = render_html(challenger, champion, decision, images, meta, disagreeing)
     target = out_dir / "report.html"
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.evaluation.evaluate import ARTIFACT_DIR, evaluation_record_path
+from pipelines.evaluation.evaluate import ARTIFACT_DIR, DISAGREEMENTS_FILE, evaluation_record_path
 from pipelines.settings import Settings, get_settings
 from pipelines.tracking import CHALLENGER_ALIAS, UNKNOWN
 
@@ -166,11 +166,30 @@ def evidence_description(settings: Settings, run: Run, tags: dict[str, str]) -> 
             f"Evidence: {links} (the report shows challenger and champion side by side, with the "
             "behavioural checks).",
             "",
+            *disagreement_lines(settings, run),
             "To approve: on this page set the tags `approval` = `approved` and `approved_by` = "
             "your name. Promotion checks that this version is still the challenger and that the "
             f"champion is still v{champion}; otherwise it refuses and says why in `approval`.",
         ]
     )
+
+
+def disagreement_lines(settings: Settings, run: Run) -> list[str]:
+    """What the version page says of the rows the two models label differently (none without a
+    champion)."""
+    metrics = run.data.metrics
+    if "disagreement_rows" not in metrics:
+        return []
+    base = evidence_links(settings, run)["all evaluation files"]
+    return [
+        f"The two models label **{metrics['disagreement_rows']:.0f}** golden rows differently: "
+        f"the challenger matches the dataset label on "
+        f"{metrics['disagreement_challenger_matches_label']:.0f} of them, the champion on "
+        f"{metrics['disagreement_champion_matches_label']:.0f} "
+        f"([the rows]({base}/{DISAGREEMENTS_FILE})). The labels are wrong on about one real row "
+        "in twenty: read these rows before trusting a small difference either way.",
+        "",
+    ]
 
 
 def _create_version(

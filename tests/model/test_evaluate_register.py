@@ -303,6 +303,16 @@ def test_challenger_is_scored_against_the_champion(env: Env) -> None:
     assert f"challenger {env.good_again[:8]}" in page
     assert page.count("data:image/png;base64,") == 4  # 2 confusion matrices, bars, calibration
     assert result.report.confusion_matrix_champion is not None
+    # The same model twice: no row is labelled differently, and the evidence says so.
+    no_rows = {
+        "disagreement_rows": 0.0,
+        "disagreement_challenger_matches_label": 0.0,
+        "disagreement_champion_matches_label": 0.0,
+    }
+    assert result.comparison == no_rows
+    assert {k: run.data.metrics[k] for k in no_rows} == no_rows
+    assert pd.read_csv(result.report.html.parent / "disagreements.csv").empty
+    assert "The two models label <b>0</b> test rows differently" in page
 
     second = register(settings, run_id=env.good_again)
     assert second.created and second.version != first.version
@@ -333,6 +343,8 @@ def test_challenger_is_scored_against_the_champion(env: Env) -> None:
     champion_f1 = run.data.metrics["champion_test_macro_f1"]
     assert f"| macro_f1 | {challenger_f1:.4f} | {champion_f1:.4f} |" in description
     assert f"champion v{first.version}" in description
+    assert "The two models label **0** golden rows differently" in description
+    assert f"{report_url.replace('report.html', 'disagreements.csv')})" in description
     assert "`approval` = `approved`" in description and "`approved_by`" in description
 
     # Evaluated again where no champion exists: no stale champion picture survives.
@@ -347,6 +359,27 @@ def test_challenger_is_scored_against_the_champion(env: Env) -> None:
     rejected = evaluate(settings, env.params, run_id=env.shuffled)
     failed = {n for n, c in rejected.decision.checks.items() if not c["passed"]}
     assert {"floor_macro_f1", "regression_macro_f1"} <= failed
+
+    # Its disagreements with the champion are exactly the rows the two models, asked directly,
+    # label differently; and whose label matches accounts for the whole accuracy difference.
+    import mlflow
+
+    test = pd.read_parquet(settings.prepared_dir / "test.parquet")
+    texts = pd.DataFrame({"text": test["text"]})
+    shuffled_labels = mlflow.pyfunc.load_model(f"runs:/{env.shuffled}/model").predict(texts)
+    good_labels = mlflow.pyfunc.load_model(f"runs:/{env.good}/model").predict(texts)
+    differ = test["id"][shuffled_labels["label"].to_numpy() != good_labels["label"].to_numpy()]
+    assert len(differ) > 0
+    rows = pd.read_csv(rejected.report.html.parent / "disagreements.csv")
+    assert sorted(rows["id"]) == sorted(differ)
+    assert rejected.comparison["disagreement_rows"] == len(differ)
+    assert rejected.champion_metrics is not None
+    only_challenger = (rows["challenger"] == rows["label"]).sum()
+    only_champion = (rows["champion"] == rows["label"]).sum()
+    assert (only_challenger - only_champion) / len(test) == pytest.approx(
+        rejected.metrics["accuracy"] - rejected.champion_metrics["accuracy"]
+    )
+    assert rejected.comparison["disagreement_champion_matches_label"] == only_champion
 
 
 def test_failed_aliasing_leaves_no_half_registered_version(
