@@ -167,12 +167,19 @@ def main() -> None:
         onnx_forms = {
             "ONNX Runtime fp32": (fp32, {"spinning": False}),
             "ONNX Runtime int8": (int8, {"spinning": False}),
+            # as the pyfunc serves int8 (ROW_BY_ROW_RUNTIMES): one text per call, so that its
+            # scores do not depend on the texts beside it
+            "ONNX Runtime int8, one text per call": (int8, {"spinning": False, "batch_size": 1}),
             # EMOREG_ONNX_SPINNING=1: idle threads spin between operators instead of sleeping
             "ONNX Runtime int8, spinning": (int8, {"spinning": True}),
             # a model server's default: one thread per request (EMOREG_MODEL_SERVER_ONNX_THREADS)
             "ONNX Runtime int8, 1 thread": (int8, {"threads": 1, "spinning": False}),
             # onnx-int8-mixed: the feed-forward output projections stay fp32
             "ONNX Runtime int8-mixed": (mixed, {"spinning": False}),
+            "ONNX Runtime int8-mixed, one text per call": (
+                mixed,
+                {"spinning": False, "batch_size": 1},
+            ),
             "ONNX Runtime int8-mixed, 1 thread": (mixed, {"threads": 1, "spinning": False}),
         }
         for name, (graph, options) in onnx_forms.items():

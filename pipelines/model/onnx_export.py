@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.model.modeling import ONNX_INPUTS, OnnxClassifier
+from pipelines.model.modeling import ONNX_INPUTS, OnnxClassifier, onnx_batch_size
 from pipelines.params import Inference
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,9 @@ def choose_runtime(
     forms: dict[str, tuple[Path, np.ndarray]] = {}
 
     def measure(runtime: str, graph: Path) -> float:
-        proba = OnnxClassifier.load(model_dir, graph).predict_proba(texts)
+        # Scored as served: int8 forms one text per call (see ROW_BY_ROW_RUNTIMES).
+        batch_size = onnx_batch_size(runtime)
+        proba = OnnxClassifier.load(model_dir, graph, batch_size=batch_size).predict_proba(texts)
         forms[runtime] = (graph, proba)
         scores[runtime] = accuracy(proba, labels, truth)
         return scores["torch"] - scores[runtime]

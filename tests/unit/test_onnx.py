@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from pipelines.model import onnx_export
-from pipelines.model.modeling import OnnxClassifier, TextClassifier, onnx_spinning, onnx_threads
+from pipelines.model.modeling import (
+    OnnxClassifier,
+    TextClassifier,
+    load_scorer,
+    onnx_spinning,
+    onnx_threads,
+)
 from pipelines.model.onnx_export import (
     choose_runtime,
     export_onnx,
@@ -114,6 +120,25 @@ def test_onnx_int8_is_smaller_and_close_to_torch(
     assert proba.argmax(axis=1).tolist() == reference.argmax(axis=1).tolist()
     np.testing.assert_allclose(proba, reference, atol=0.05)
     assert not np.allclose(proba, reference, atol=1e-6)  # it is really another model
+
+
+def test_int8_scores_of_a_text_do_not_depend_on_the_texts_beside_it(
+    tiny_dir: Path, exported: tuple[Path, Path]
+) -> None:
+    int8_file = exported[1]
+    batched = OnnxClassifier.load(tiny_dir, int8_file, batch_size=len(TEXTS))
+    alone = np.vstack([batched.predict_proba([text]) for text in TEXTS])
+    # Why: one batch shares its activations' quantisation scale, so batched scores move.
+    assert not np.allclose(batched.predict_proba(TEXTS), alone, rtol=0, atol=1e-6)
+
+    for runtime in ("onnx-int8", "onnx-int8-mixed"):
+        served = load_scorer(tiny_dir, int8_file, runtime=runtime)
+        assert isinstance(served, OnnxClassifier) and served.batch_size == 1
+        np.testing.assert_array_equal(served.predict_proba(TEXTS), alone)
+        backwards = served.predict_proba(TEXTS[::-1])[::-1]
+        np.testing.assert_array_equal(backwards, alone)
+    fp32 = load_scorer(tiny_dir, exported[0], runtime="onnx-fp32")
+    assert isinstance(fp32, OnnxClassifier) and fp32.batch_size == 32  # exact enough batched
 
 
 def test_exported_graph_is_fused_into_transformer_operators(exported: tuple[Path, Path]) -> None:
@@ -274,7 +299,9 @@ class _FixedScores:
         self.graph = graph
 
     @classmethod
-    def load(cls, model_dir: Path, graph: Path) -> _FixedScores:
+    def load(cls, model_dir: Path, graph: Path, batch_size: int) -> _FixedScores:
+        # Measured as served: int8 forms one text per call, fp32 in batches.
+        assert batch_size == (32 if graph.name == "model_fp32.onnx" else 1), graph.name
         return cls(graph)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
@@ -449,15 +476,15 @@ def test_onnx_pyfunc_loads_without_this_repository_or_torch(
         "torch": False,
         "pipelines": False,
     }
-    # The int8 graph scored there (not the torch weights beside it), on the prepared texts,
-    # blended 0.7 / 0.3 with the n-gram model (whose numpy scorer test_ngram checks against
-    # scikit-learn).
+    # The int8 graph scored there (not the torch weights beside it), one text per call (batched
+    # int8 scores differ by up to 3e-4 here), on the prepared texts, blended 0.7 / 0.3 with the
+    # n-gram model (whose numpy scorer test_ngram checks against scikit-learn).
     from pipelines.data.textprep import prepare_text
     from pipelines.model.modeling import NgramClassifier
 
     prepared = [prepare_text(text, 512).text for text in TEXTS]
     assert prepared[4] == "这个酒店很好,服务也不错"  # NFKC: the full-width comma
-    int8 = OnnxClassifier.load(tiny_dir, exported[1]).predict_proba(prepared)
+    int8 = OnnxClassifier.load(tiny_dir, exported[1], batch_size=1).predict_proba(prepared)
     artifacts = Path(var_dir).parent  # the n-gram folder as logged, read back from the store
     ngram_dir = next(artifacts.rglob("ngram.json")).parent
     expected = 0.7 * int8 + 0.3 * NgramClassifier.load(ngram_dir).predict_proba(prepared)
