@@ -18,6 +18,11 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 NEITHER = "neither"
 COLUMNS = ("id", "source", "domain", "label", CHAMPION, CHALLENGER, "matches_label", "text")
+# What the report and the version page tell the ML lead about these rows.
+READING_ADVICE = (
+    "Only these rows make the two accuracies differ, and the golden labels are wrong on about "
+    "one real row in twenty: read them before trusting a small difference either way."
+)
 
 
 def disagreements(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.evaluation.disagreement import CHALLENGER, CHAMPION, NEITHER
+from pipelines.evaluation.disagreement import READING_ADVICE, disagreement_counts
 from pipelines.evaluation.gate import GateDecision
 from pipelines.partitions import atomic_path
 
@@ -285,14 +285,13 @@ def _disagreement_section(
 ) -> str:
     if cp is None or rows is None:
         return ""
-    matches = rows["matches_label"].value_counts()
+    counts = disagreement_counts(rows)
+    challenger = int(counts["disagreement_challenger_matches_label"])
+    champion = int(counts["disagreement_champion_matches_label"])
     summary = (
         f"<p>The two models label <b>{len(rows)}</b> test rows differently: "
-        f"{_e(ch.name)} matches the dataset label on {int(matches.get(CHALLENGER, 0))}, "
-        f"{_e(cp.name)} on {int(matches.get(CHAMPION, 0))}, neither on "
-        f"{int(matches.get(NEITHER, 0))}. Only these rows make the two accuracies differ, "
-        "and the golden labels are wrong on about one real row in twenty: read them before "
-        "trusting a small difference either way. All rows are in "
+        f"{_e(ch.name)} matches the dataset label on {challenger}, {_e(cp.name)} on {champion}, "
+        f"neither on {len(rows) - challenger - champion}. {READING_ADVICE} All rows are in "
         "<code>disagreements.csv</code>"
         + (
             f"; the first {DISAGREEMENTS_SHOWN} are shown."

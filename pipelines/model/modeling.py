@@ -578,9 +578,14 @@ def log_classifier(
         raise ValueError(f"blend_weight {blend_weight} needs an n-gram model")
     check_blend(blend_weight, blend_rule, blend_sharpness)
     classifier = load_scorer(
-        model_dir, onnx_file, ngram_folder, blend_weight, blend_rule, blend_sharpness,
+        model_dir,
+        onnx_file,
+        ngram_folder,
+        blend_weight,
+        blend_rule,
+        blend_sharpness,
         runtime=runtime,
-    )  # fmt: skip
+    )
     load_s = time.perf_counter() - started
     if classifier.labels != list(labels):
         raise ValueError(f"model labels {classifier.labels} differ from {list(labels)}")

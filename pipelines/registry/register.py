@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.evaluation.disagreement import READING_ADVICE
 from pipelines.evaluation.evaluate import ARTIFACT_DIR, DISAGREEMENTS_FILE, evaluation_record_path
 from pipelines.settings import Settings, get_settings
 from pipelines.tracking import CHALLENGER_ALIAS, UNKNOWN
@@ -186,8 +187,7 @@ def disagreement_lines(settings: Settings, run: Run) -> list[str]:
         f"the challenger matches the dataset label on "
         f"{metrics['disagreement_challenger_matches_label']:.0f} of them, the champion on "
         f"{metrics['disagreement_champion_matches_label']:.0f} "
-        f"([the rows]({base}/{DISAGREEMENTS_FILE})). The labels are wrong on about one real row "
-        "in twenty: read these rows before trusting a small difference either way.",
+        f"([the rows]({base}/{DISAGREEMENTS_FILE})). {READING_ADVICE}",
         "",
     ]
 
