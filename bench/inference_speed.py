@@ -10,7 +10,7 @@ length-sorted batches of 32, and batch-1 latency on chat-length texts (at most `
 characters). int8 runs three ways: idle threads sleeping (the default), spinning
 (``EMOREG_ONNX_SPINNING=1``) and one thread (a model server's default); mixed int8 two ways.
 Ratios are against torch fp32 in this process; the logged pyfunc (text pipeline included, as
-served) is timed too.
+served) is timed too, at batch 1 and over the split.
 ``--profile`` adds int8's kernel time per ONNX operator type. Prints figures; asserts nothing.
 """
 
@@ -151,6 +151,7 @@ def main() -> None:
             "throughput": throughput(score, texts, args.repeats),
             "latency": latency_ms(score, short),
             "mb": megabytes,
+            "proba": proba,
         }
         print(f"  measured {name}")
 
@@ -168,8 +169,14 @@ def main() -> None:
             "ONNX Runtime fp32": (fp32, {"spinning": False}),
             "ONNX Runtime int8": (int8, {"spinning": False}),
             # as the pyfunc serves int8 (ROW_BY_ROW_RUNTIMES): one text per call, so that its
-            # scores do not depend on the texts beside it
+            # scores do not depend on the texts beside it; the rows of a call side by side on
+            # one-thread sessions, one per thread
             "ONNX Runtime int8, one text per call": (int8, {"spinning": False, "batch_size": 1}),
+            # the same rows in turn on the one session (the served form before rows side by side)
+            "ONNX Runtime int8, one text per call, in turn": (
+                int8,
+                {"spinning": False, "batch_size": 1, "parallel_rows": False},
+            ),
             # EMOREG_ONNX_SPINNING=1: idle threads spin between operators instead of sleeping
             "ONNX Runtime int8, spinning": (int8, {"spinning": True}),
             # a model server's default: one thread per request (EMOREG_MODEL_SERVER_ONNX_THREADS)
@@ -185,6 +192,14 @@ def main() -> None:
         for name, (graph, options) in onnx_forms.items():
             scorer = OnnxClassifier.load(folder, graph, **options)
             measure(name, scorer.predict_proba, graph.stat().st_size / 1e6)
+        side_by_side, in_turn = (
+            results[f"ONNX Runtime int8, one text per call{kind}"]["proba"]
+            for kind in ("", ", in turn")
+        )
+        print(
+            "int8 one text per call, rows side by side vs in turn: max |dp| "
+            f"{np.abs(side_by_side - in_turn).max():.1e} over {len(texts)} texts"
+        )
         if args.profile:
             print_operator_profile(int8, folder, texts, short, threads)
 
@@ -196,6 +211,7 @@ def main() -> None:
             return out[[f"p_{label}" for label in labels]].to_numpy()
 
         served_latency = latency_ms(served_score, short)
+        served_throughput = throughput(served_score, texts, args.repeats)
 
         import torch
 
@@ -220,7 +236,8 @@ def main() -> None:
         )
     print(
         f"\nthe logged pyfunc ({runtime}, text pipeline included): batch-1 p50 "
-        f"{served_latency[0]:.2f} ms, p99 {served_latency[1]:.2f} ms"
+        f"{served_latency[0]:.2f} ms, p99 {served_latency[1]:.2f} ms; {served_throughput:.0f} "
+        f"texts/s over the split, {served_throughput / base['throughput']:.2f}x torch fp32"
     )
 
 

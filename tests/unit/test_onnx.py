@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -123,8 +123,9 @@ def test_onnx_int8_is_smaller_and_close_to_torch(
 
 
 def test_int8_scores_of_a_text_do_not_depend_on_the_texts_beside_it(
-    tiny_dir: Path, exported: tuple[Path, Path]
+    tiny_dir: Path, exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("EMOREG_ONNX_THREADS", "2")  # served rows go to two workers side by side
     int8_file = exported[1]
     batched = OnnxClassifier.load(tiny_dir, int8_file, batch_size=len(TEXTS))
     alone = np.vstack([batched.predict_proba([text]) for text in TEXTS])
@@ -139,6 +140,49 @@ def test_int8_scores_of_a_text_do_not_depend_on_the_texts_beside_it(
         np.testing.assert_array_equal(backwards, alone)
     fp32 = load_scorer(tiny_dir, exported[0], runtime="onnx-fp32")
     assert isinstance(fp32, OnnxClassifier) and fp32.batch_size == 32  # exact enough batched
+    assert fp32.row_session is None
+
+
+class RecordingSession:
+    """An ONNX Runtime session that notes the thread and the rows of each run."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.runs: list[tuple[str, int]] = []
+
+    def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import threading
+
+        self.runs.append((threading.current_thread().name, len(feed["input_ids"])))
+        return self.session.run(outputs, feed)  # type: ignore[no-any-return]
+
+
+def test_one_text_per_run_spreads_the_rows_over_one_thread_sessions(
+    tiny_dir: Path, exported: tuple[Path, Path]
+) -> None:
+    int8_file = exported[1]
+    served = OnnxClassifier.load(tiny_dir, int8_file, batch_size=1, threads=2)
+    assert served.row_workers == 2
+    assert served.session.get_session_options().intra_op_num_threads == 2
+    assert served.row_session.get_session_options().intra_op_num_threads == 1
+    alone = np.vstack([served.predict_proba([text]) for text in TEXTS])
+    served.session = RecordingSession(served.session)
+    served.row_session = RecordingSession(served.row_session)
+    np.testing.assert_array_equal(served.predict_proba(TEXTS), alone)
+    # Every row once, one per run, on the worker threads; the pool session saw none of them.
+    assert [rows for _, rows in served.row_session.runs] == [1] * len(TEXTS)
+    assert {name.split("_")[0] for name, _ in served.row_session.runs} == {"onnx-rows"}
+    assert served.session.runs == []
+    served.predict_proba(TEXTS[:1])  # a single text runs on the pool session: its latency
+    assert served.session.runs == [("MainThread", 1)]
+
+    # One thread, or asked not to: rows in turn on the one session.
+    for in_turn in (
+        OnnxClassifier.load(tiny_dir, int8_file, batch_size=1, threads=1),
+        OnnxClassifier.load(tiny_dir, int8_file, batch_size=1, threads=2, parallel_rows=False),
+        OnnxClassifier.load(tiny_dir, int8_file, batch_size=32, threads=2),  # batches
+    ):
+        assert in_turn.row_session is None and in_turn.row_workers == 1
 
 
 def test_exported_graph_is_fused_into_transformer_operators(exported: tuple[Path, Path]) -> None:
