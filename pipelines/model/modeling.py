@@ -262,7 +262,7 @@ class OnnxClassifier:
         With ``batch_size`` 1 and ``parallel_rows``, a call with several texts spreads its rows
         over ``threads`` workers that share a second, one-thread session: one text per run
         leaves most of a thread pool idle (short matrices), and rows side by side scored the
-        golden split 1.6x as fast as rows in turn on 2 cores (README, "Measured figures"). A
+        golden split 1.4-1.6x as fast as rows in turn on 2 cores (README, "Inference speed"). A
         row's scores stay what it scores alone.
         """
         import json
