@@ -27,9 +27,11 @@ label), the week's agent labels, the labelled rows new since the champion (``che
 golden real-row accuracy of the challenger and of the champion after the decision, the share of
 behavioural cases the challenger passed, the gate's decision, the training time, the challenger's
 golden recall per label and the class mix of its training rows (label order), with
-``--reserved-domain`` golden accuracy on that domain's real rows (challenger/champion), and what
-happened; writes a PNG of golden real-row accuracy per retrain (``--out``) and the rows as JSON
-beside it. Asserts nothing.
+``--reserved-domain`` golden accuracy on that domain's real rows (challenger/champion), the
+golden rows the challenger labels unlike the champion by the challenger's label ("differs to":
+nearly all on one label means it moved its line between classes, see
+``pipelines/evaluation/disagreement.py``), and what happened; writes a PNG of golden real-row
+accuracy per retrain (``--out``) and the rows as JSON beside it. Asserts nothing.
 
 ``--tiny``: a smoke run with the tests' tiny random BERT (``tests/tiny_model.py``), a capped
 training set, gate floors of 0. A tiny model cannot pass the real smoke cases
@@ -50,6 +52,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -64,6 +67,7 @@ if str(ROOT) not in sys.path:  # `python bench/learning_curve.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from pipelines.domains import DOMAINS  # noqa: E402  (no settings, no side effects)
+from pipelines.evaluation.disagreement import SAYS_PREFIX  # noqa: E402
 
 APPROVER = "learning-curve-bench"
 REAL_ACCURACY = "test_real_accuracy"
@@ -93,6 +97,8 @@ class Retrain:
     champion_real_accuracy: float | None = None  # after the decision
     challenger_behaviour: float | None = None  # share of behavioural cases passed
     challenger_recall: dict[str, float] | None = None  # golden recall per label
+    # golden rows the challenger labels unlike the champion, by the challenger's label
+    disagreements_by_label: dict[str, int] | None = None
     # --reserved-domain: golden accuracy on that domain's real rows, challenger and champion after
     challenger_domain_accuracy: float | None = None
     champion_domain_accuracy: float | None = None
@@ -242,6 +248,15 @@ def domain_accuracy_keys(domain: str | None) -> tuple[str, str] | None:
     return key, f"champion_{key}"
 
 
+def disagreements_by_label(metrics: dict[str, float], labels: list[str]) -> dict[str, int] | None:
+    """Per label, the golden rows the challenger gives that label where the champion gives
+    another (``disagreement_challenger_says_<label>``), or None without a champion."""
+    keys = {label: f"{SAYS_PREFIX}{label}" for label in labels}
+    if not all(key in metrics for key in keys.values()):
+        return None
+    return {label: int(metrics[key]) for label, key in keys.items()}
+
+
 def recall_by_label(metrics: dict[str, float], labels: list[str]) -> dict[str, float] | None:
     """``test_<label>_recall`` of each label, or None when evaluate did not log them."""
     keys = {label: f"test_{label}_recall" for label in labels}
@@ -285,6 +300,7 @@ def retrain(
     row.champion_real_accuracy = metrics.get(CHAMPION_REAL_ACCURACY)
     row.challenger_behaviour = metrics.get(BEHAVIOUR_PASS_RATE)
     row.challenger_recall = recall_by_label(metrics, list(params.labels))
+    row.disagreements_by_label = disagreements_by_label(metrics, list(params.labels))
     domain_keys = domain_accuracy_keys(params.bootstrap.reserved_domain)
     if domain_keys is not None:
         row.challenger_domain_accuracy = metrics.get(domain_keys[0])
@@ -314,11 +330,12 @@ def retrain(
 HEADER = (
     f"{'week':>4} {'train rows':>10} {'of them agent':>13} {'agent wk':>8} "
     f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'behaviour':>9} {'gate':>8} "
-    f"{'train s':>7} {'recall by label':>17} {'train mix':>10} {'domain ch/cp':>13}  outcome"
+    f"{'train s':>7} {'recall by label':>17} {'train mix':>10} {'domain ch/cp':>13} "
+    f"{'differs to':>11}  outcome"
 )
 
 
-def _by_label(values: dict[str, float] | None, spec: str, width: int) -> str:
+def _by_label(values: Mapping[str, float] | None, spec: str, width: int) -> str:
     """Per-label values in label order, joined by '/' ('-' when absent)."""
     if values is None:
         return "-".rjust(width)
@@ -345,7 +362,8 @@ def format_row(row: Retrain) -> str:
         f"{_fmt(row.champion_real_accuracy, '.4f'):>8} "
         f"{_fmt(row.challenger_behaviour, '.3f'):>9} {row.gate:>8} "
         f"{_fmt(row.train_s, '.0f'):>7} {_by_label(row.challenger_recall, '.3f', 17)} "
-        f"{_by_label(row.train_label_shares, '.2f', 10)} {_domain_pair(row):>13}  {row.outcome}"
+        f"{_by_label(row.train_label_shares, '.2f', 10)} {_domain_pair(row):>13} "
+        f"{_by_label(row.disagreements_by_label, 'd', 11)}  {row.outcome}"
     )
 
 

@@ -6,11 +6,16 @@ does) / all rows. They are therefore the rows an ML lead should read before trus
 difference either way, all the more because the golden labels are themselves wrong on about one
 real row in twenty (README, "How far the labels allow"). ``evaluate`` writes them as
 ``disagreements.csv`` beside the report whenever a champion exists.
+
+Which way the rows go says something too. A challenger that learned new cases moves rows both
+ways; one that moved its line between two classes (for example after a week of traffic that was
+mostly complaints) moves nearly all of them towards one class. In the ninth learning-curve run
+109 of 124 such rows went from positive to negative (README, "Learning curve").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -22,6 +27,16 @@ COLUMNS = ("id", "source", "domain", "label", CHAMPION, CHALLENGER, "matches_lab
 READING_ADVICE = (
     "Only these rows make the two accuracies differ, and the golden labels are wrong on about "
     "one real row in twenty: read them before trusting a small difference either way."
+)
+SAYS_PREFIX = "disagreement_challenger_says_"
+# When at least this share of at least this many rows goes to one label, the summary says that
+# the challenger moved one way. Under 20 rows a one-way split is too easily chance.
+ONE_WAY_SHARE = 0.8
+ONE_WAY_MIN_ROWS = 20
+ONE_WAY_ADVICE = (
+    "Nearly all of them go one way: the challenger moved its line between classes rather than "
+    "learned new cases in both directions, as new training rows of another class balance (a "
+    "week of traffic that is mostly complaints) make it do."
 )
 
 
@@ -53,11 +68,36 @@ def disagreements(
     return rows[list(COLUMNS)].reset_index(drop=True)
 
 
-def disagreement_counts(rows: pd.DataFrame) -> dict[str, float]:
-    """Flat metrics of ``disagreements``' rows: how many, and whose label matches the dataset's."""
+def disagreement_counts(rows: pd.DataFrame, labels: Sequence[str]) -> dict[str, float]:
+    """Flat metrics of ``disagreements``' rows: how many, whose label matches the dataset's, and
+    per label of ``labels`` on how many the challenger says that label (``SAYS_PREFIX``)."""
     matches = rows["matches_label"].value_counts()
+    says = rows[CHALLENGER].value_counts()
+    unknown = sorted(set(says.index) - set(labels))
+    if unknown:
+        raise ValueError(f"the challenger says labels not in {list(labels)}: {unknown}")
     return {
         "disagreement_rows": float(len(rows)),
         "disagreement_challenger_matches_label": float(matches.get(CHALLENGER, 0)),
         "disagreement_champion_matches_label": float(matches.get(CHAMPION, 0)),
+        **{f"{SAYS_PREFIX}{label}": float(says.get(label, 0)) for label in labels},
     }
+
+
+def direction_summary(counts: Mapping[str, float]) -> str:
+    """Which labels the challenger gives the rows, most first, from ``disagreement_counts``'
+    metrics (or the same keys read back from a run); the one-way advice when it applies.
+    Empty when there are no rows or no such counts (a run logged before they existed)."""
+    says = {
+        key.removeprefix(SAYS_PREFIX): int(value)
+        for key, value in counts.items()
+        if key.startswith(SAYS_PREFIX) and value
+    }
+    total = sum(says.values())
+    if not total:
+        return ""
+    ordered = sorted(says.items(), key=lambda item: (-item[1], item[0]))
+    text = "The challenger says " + ", ".join(f"{label} on {n}" for label, n in ordered) + "."
+    if total >= ONE_WAY_MIN_ROWS and ordered[0][1] >= ONE_WAY_SHARE * total:
+        text += " " + ONE_WAY_ADVICE
+    return text

@@ -11,7 +11,8 @@ Outputs:
   ``calibration.png``, ``report.html``, ``metrics.json``, ``behaviour.json``, ``gate.json``;
   with a champion also ``confusion_matrix_champion.png`` and ``disagreements.csv`` (the golden
   rows the two models label differently), and metrics ``disagreement_rows``,
-  ``disagreement_challenger_matches_label``, ``disagreement_champion_matches_label``.
+  ``disagreement_challenger_matches_label``, ``disagreement_champion_matches_label`` and, per
+  label, ``disagreement_challenger_says_<label>``.
 * Local: the same files under ``var/runs/evaluation/<run_id>/`` and the hand-over record
   ``var/runs/evaluation.json`` for ``register`` (written last, atomically).
 """
@@ -372,7 +373,7 @@ def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -
         if champion
         else None
     )
-    comparison = disagreement_counts(disagreeing) if disagreeing is not None else {}
+    comparison = disagreement_counts(disagreeing, params.labels) if disagreeing is not None else {}
     report = write_report(
         staging, challenger.as_report(), champion_report, decision, meta, disagreeing
     )

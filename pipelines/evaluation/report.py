@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.evaluation.disagreement import READING_ADVICE, disagreement_counts
+from pipelines.evaluation.disagreement import (
+    READING_ADVICE,
+    direction_summary,
+    disagreement_counts,
+)
 from pipelines.evaluation.gate import GateDecision
 from pipelines.partitions import atomic_path
 
@@ -285,13 +289,16 @@ def _disagreement_section(
 ) -> str:
     if cp is None or rows is None:
         return ""
-    counts = disagreement_counts(rows)
+    counts = disagreement_counts(rows, list(ch.scorecard["overall"]["labels"]))
     challenger = int(counts["disagreement_challenger_matches_label"])
     champion = int(counts["disagreement_champion_matches_label"])
+    direction = _e(direction_summary(counts))
+    direction = f"{direction} " if direction else ""
     summary = (
         f"<p>The two models label <b>{len(rows)}</b> test rows differently: "
         f"{_e(ch.name)} matches the dataset label on {challenger}, {_e(cp.name)} on {champion}, "
-        f"neither on {len(rows) - challenger - champion}. {READING_ADVICE} All rows are in "
+        f"neither on {len(rows) - challenger - champion}. {direction}"
+        f"{READING_ADVICE} All rows are in "
         "<code>disagreements.csv</code>"
         + (
             f"; the first {DISAGREEMENTS_SHOWN} are shown."

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.evaluation.disagreement import READING_ADVICE
+from pipelines.evaluation.disagreement import READING_ADVICE, direction_summary
 from pipelines.evaluation.evaluate import ARTIFACT_DIR, DISAGREEMENTS_FILE, evaluation_record_path
 from pipelines.settings import Settings, get_settings
 from pipelines.tracking import CHALLENGER_ALIAS, UNKNOWN
@@ -182,12 +182,14 @@ def disagreement_lines(settings: Settings, run: Run) -> list[str]:
     if "disagreement_rows" not in metrics:
         return []
     base = evidence_links(settings, run)["all evaluation files"]
+    direction = direction_summary(metrics)  # empty for runs logged before it existed
+    direction = f"{direction} " if direction else ""
     return [
         f"The two models label **{metrics['disagreement_rows']:.0f}** golden rows differently: "
         f"the challenger matches the dataset label on "
         f"{metrics['disagreement_challenger_matches_label']:.0f} of them, the champion on "
         f"{metrics['disagreement_champion_matches_label']:.0f} "
-        f"([the rows]({base}/{DISAGREEMENTS_FILE})). {READING_ADVICE}",
+        f"([the rows]({base}/{DISAGREEMENTS_FILE})). {direction}{READING_ADVICE}",
         "",
     ]
 

@@ -308,6 +308,7 @@ def test_challenger_is_scored_against_the_champion(env: Env) -> None:
         "disagreement_rows": 0.0,
         "disagreement_challenger_matches_label": 0.0,
         "disagreement_champion_matches_label": 0.0,
+        **{f"disagreement_challenger_says_{label}": 0.0 for label in env.params.labels},
     }
     assert result.comparison == no_rows
     assert {k: run.data.metrics[k] for k in no_rows} == no_rows
@@ -380,6 +381,14 @@ def test_challenger_is_scored_against_the_champion(env: Env) -> None:
         rejected.metrics["accuracy"] - rejected.champion_metrics["accuracy"]
     )
     assert rejected.comparison["disagreement_champion_matches_label"] == only_champion
+    # Which label the challenger gives those rows, counted from its own answers.
+    said = shuffled_labels["label"][test["id"].isin(differ).to_numpy()].value_counts()
+    for label in env.params.labels:
+        said_label = rejected.comparison[f"disagreement_challenger_says_{label}"]
+        assert said_label == said.get(label, 0)
+    most, count = min(said.items(), key=lambda item: (-item[1], item[0]))
+    page = rejected.report.html.read_text(encoding="utf-8")
+    assert f"The challenger says {most} on {count}" in page
 
 
 def test_failed_aliasing_leaves_no_half_registered_version(

@@ -1,4 +1,5 @@
-"""The learning-curve bench's per-retrain figures: class mix and per-class recall (pure helpers)."""
+"""The learning-curve bench's per-retrain figures: class mix, per-class recall, the direction of
+the disagreements (pure helpers)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,24 @@ def test_recall_by_label_reads_the_test_metrics(learning_curve) -> None:
         "positive": 0.8,
     }
     assert learning_curve.recall_by_label({"test_real_accuracy": 0.85}, LABELS) is None
+
+
+def test_disagreements_by_label_read_the_evaluate_metrics_and_print(learning_curve) -> None:
+    metrics = {
+        "disagreement_rows": 124.0,
+        "disagreement_challenger_says_negative": 110.0,
+        "disagreement_challenger_says_positive": 12.0,
+        "disagreement_challenger_says_neutral": 2.0,
+    }
+    by_label = learning_curve.disagreements_by_label(metrics, LABELS)
+    assert by_label == {"negative": 110, "neutral": 2, "positive": 12}
+    assert list(by_label) == LABELS
+    # Week 0 has no champion, so evaluate logs no such counts.
+    assert learning_curve.disagreements_by_label({"test_real_accuracy": 0.85}, LABELS) is None
+    row = learning_curve.Retrain(
+        week=4, interval="x", disagreements_by_label=by_label, gate="rejected", outcome="kept v1"
+    )
+    assert "110/2/12" in learning_curve.format_row(row)
 
 
 def test_row_prints_recall_and_class_mix(learning_curve) -> None:
