@@ -1,7 +1,8 @@
 """Does the feedback loop learn? K simulated weeks of shop traffic, a retrain after each.
 
     python bench/learning_curve.py [--weeks 4] [--conversations-per-day 200]
-        [--warm-start | --from-scratch] [--max-train-rows N] [--reserved-domain D] [--tiny]
+        [--warm-start | --from-scratch] [--max-train-rows N] [--reserved-domain D]
+        [--traffic-class-weighting | --no-traffic-class-weighting] [--tiny]
         [--out var/bench/learning_curve.png] [--workdir DIR] [--keep]
 
 Everything runs in its own platform (a fresh folder: chat store, MLflow store and artifacts,
@@ -134,6 +135,8 @@ def bench_params(args: argparse.Namespace, tiny_model: Path | None) -> dict[str,
         raw["train"]["max_train_rows"] = args.max_train_rows
     if args.reserved_domain is not None:
         raw["bootstrap"]["reserved_domain"] = args.reserved_domain
+    if args.traffic_class_weighting is not None:
+        raw["train"]["traffic_class_weighting"] = args.traffic_class_weighting
     if tiny_model is not None:
         raw["train"].update(
             base_model=str(tiny_model),
@@ -462,6 +465,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reserve every non-golden review of this kind of shop (a product line the bootstrap "
         "model never saw) instead of a random share; prints accuracy on its golden rows",
     )
+    weighting = parser.add_mutually_exclusive_group()
+    weighting.add_argument(
+        "--traffic-class-weighting",
+        dest="traffic_class_weighting",
+        action="store_true",
+        default=None,
+        help="weight traffic rows per class within their domain (train.traffic_class_weighting)",
+    )
+    weighting.add_argument(
+        "--no-traffic-class-weighting", dest="traffic_class_weighting", action="store_false"
+    )
     parser.add_argument("--start", help="first simulated day (default: params.yaml simulate.start)")
     parser.add_argument("--tiny", action="store_true", help="tiny model: a smoke run of the loop")
     parser.add_argument(
@@ -519,6 +533,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
         f"{sim.composite_share:.0%} of complaints and praise as composites, reserve "
         f"{reserve_description(params.bootstrap)}, "
         f"{'warm start' if params.train.warm_start else 'from scratch'}, "
+        f"traffic class weighting {'on' if params.train.traffic_class_weighting else 'off'}, "
         f"max_train_rows {params.train.max_train_rows}{', TINY model' if args.tiny else ''}",
         flush=True,
     )
@@ -579,6 +594,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
         f"{'TINY model (smoke run), ' if args.tiny else ''}{how}, "
         f"{sim.conversations_per_day} conversations/day, agents {sim.agent_error_rate:.0%} wrong, "
         f"{sim.composite_share:.0%} composites"
+        + (", traffic weighted per class" if params.train.traffic_class_weighting else "")
         + (f", reserve: {domain} reviews" if (domain := params.bootstrap.reserved_domain) else "")
     )
     out = plot(rows, args.out, title, params.bootstrap.reserved_domain)

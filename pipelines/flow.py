@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 TRAINING_KEY_TAG = "training_key"
 TRAIN_IDS_ARTIFACT = "data/train_ids.parquet"  # logged by pipelines.model.train
 VALIDATION_IDS_ARTIFACT = "data/validation_ids.parquet"  # logged here, after training
-LABELLED_SOURCES = ("feedback",)  # prepared rows from partitions with a human label
-PREDICTED_SOURCE = "prediction"  # ...and, with prepare.use_predicted_labels, the model's own
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -447,11 +445,11 @@ class NewDataCheck:
 
 def labelled_partition_ids(prepared_dir: Path, params: Params) -> set[str]:
     """Ids of the prepared train and validation rows that came labelled from partitions."""
-    from pipelines.data.prepare import read_split
+    from pipelines.data.prepare import FEEDBACK_SOURCE, PREDICTION_SOURCE, read_split
 
-    sources = set(LABELLED_SOURCES)
+    sources = {FEEDBACK_SOURCE}
     if params.prepare.use_predicted_labels:
-        sources.add(PREDICTED_SOURCE)
+        sources.add(PREDICTION_SOURCE)
     ids: set[str] = set()
     for split in ("train", "validation"):
         frame = read_split(prepared_dir, split)

@@ -186,6 +186,9 @@ class TrainParams(_Section):
     noise_folds: int = Field(ge=2)
     noise_min_confidence: float = Field(gt=0.5, le=1)
     noise_max_drop_fraction: float = Field(ge=0, lt=1)
+    # Traffic rows weighted per class within their domain (pipelines/model/traffic_weights.py).
+    traffic_class_weighting: bool
+    traffic_max_weight: float = Field(ge=1)
 
 
 class EvaluateParams(_Section):

@@ -68,8 +68,13 @@ PARTITION_COLUMNS = (
     "predicted_label",
     "predicted_score",
 )
+# The ``source`` of prepared rows from partitions (the shop's traffic): a human's label, or with
+# ``prepare.use_predicted_labels`` the served model's own. Corpus rows keep the corpus's source.
+FEEDBACK_SOURCE = "feedback"
+PREDICTION_SOURCE = "prediction"
+TRAFFIC_SOURCES = (FEEDBACK_SOURCE, PREDICTION_SOURCE)
 # Which origin wins when one text carries different labels.
-_TIER = {"prediction": 0, "bootstrap": 1, "feedback": 2}
+_TIER = {PREDICTION_SOURCE: 0, "bootstrap": 1, FEEDBACK_SOURCE: 2}
 _FEEDBACK_COLUMNS = ["message_id", "text", "label", "source", "created_at"]
 
 
@@ -399,7 +404,7 @@ def labelled_feedback(
     customer = frame[frame["role"] == "customer"]
     human = customer[customer["label_source"].isin(HUMAN_LABEL_SOURCES) & customer["label"].notna()]
     _check_labels(human["label"], params.labels, where)
-    parts = [human.assign(source="feedback")[_FEEDBACK_COLUMNS]]
+    parts = [human.assign(source=FEEDBACK_SOURCE)[_FEEDBACK_COLUMNS]]
     agent_labelled = int(((frame["role"] == "agent") & frame["label"].notna()).sum())
     if agent_labelled:
         log.warning(
@@ -417,7 +422,7 @@ def labelled_feedback(
         score = pd.to_numeric(rest["predicted_score"], errors="coerce")
         confident = rest[rest["predicted_label"].notna() & (score >= prep.min_prediction_score)]
         _check_labels(confident["predicted_label"], params.labels, f"{where} (predicted_label)")
-        predicted = confident.assign(label=confident["predicted_label"], source="prediction")
+        predicted = confident.assign(label=confident["predicted_label"], source=PREDICTION_SOURCE)
         parts.append(predicted[_FEEDBACK_COLUMNS])
         predicted_count = len(predicted)
     stats["predicted_used"] = predicted_count

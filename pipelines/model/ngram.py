@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.model.modeling import BLEND_RULES, NGRAM_CONFIG, NGRAM_WEIGHTS
+from pipelines.model.traffic_weights import WEIGHT_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,12 @@ class BlendChoice:
 
 def fit_ngram(
     texts: Sequence[str], labels_of_rows: Sequence[str], labels: Sequence[str], *,
-    max_n: int, min_df: int, c: float,
+    max_n: int, min_df: int, c: float, row_weights: Sequence[float] | None = None,
 ) -> tuple[object, np.ndarray]:  # fmt: skip
-    """A fitted scikit-learn pipeline and the column order that puts its classes as ``labels``."""
+    """A fitted scikit-learn pipeline and the column order that puts its classes as ``labels``.
+
+    ``row_weights`` weight each row's loss in the logistic regression (the vocabulary and the
+    idf see every row alike)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -66,7 +70,8 @@ def fit_ngram(
         ),
         LogisticRegression(max_iter=2000, C=c),
     )
-    model.fit(list(texts), list(labels_of_rows))
+    fit_params = {} if row_weights is None else {"logisticregression__sample_weight": row_weights}
+    model.fit(list(texts), list(labels_of_rows), **fit_params)
     classes = list(model.classes_)
     missing = [label for label in labels if label not in classes]
     if missing:
@@ -164,7 +169,10 @@ def build_blend(
 
     started = time.perf_counter()
     texts, rows = list(train["text"]), list(train["label"])
-    model, order = fit_ngram(texts, rows, labels, max_n=max_n, min_df=min_df, c=c)
+    weights = list(train[WEIGHT_COLUMN]) if WEIGHT_COLUMN in train.columns else None
+    model, order = fit_ngram(
+        texts, rows, labels, max_n=max_n, min_df=min_df, c=c, row_weights=weights
+    )
     export_ngram(model, order, labels, folder)
     # Scored as the pyfunc will score it, so the weight is chosen on the served numbers.
     ngram_proba = NgramClassifier.load(folder).predict_proba(list(validation["text"]))

@@ -48,7 +48,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipelines.model.train_data import PreparedData, length_buckets, load_prepared
+from pipelines.model.traffic_weights import WEIGHT_COLUMN, log_fields
+from pipelines.model.train_data import (
+    PreparedData,
+    length_buckets,
+    load_prepared,
+    with_traffic_weights,
+)
 from pipelines.model.train_setup import (
     TRAIN_IDS_ARTIFACT,
     Setup,
@@ -163,15 +169,25 @@ def effective_precision(requested: str, native: bool | None = None) -> str:
 
 
 def train_step(
-    model: Any, input_ids: Any, mask: Any, targets: Any, optimizer: Any, tp: TrainParams
+    model: Any,
+    input_ids: Any,
+    mask: Any,
+    targets: Any,
+    optimizer: Any,
+    tp: TrainParams,
+    row_weights: Any = None,
 ) -> float:
-    """One optimisation step; returns the batch loss."""
+    """One optimisation step; returns the batch loss (the weighted mean with ``row_weights``)."""
     import torch
 
     # bf16 autocast runs the matrix products in bfloat16 (about 1.25x faster on CPUs with
     # AVX512-BF16); weights, gradients and the optimiser stay fp32.
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tp.precision == "bf16"):
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=targets).loss
+        if row_weights is None:
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=targets).loss
+        else:
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            loss = weighted_cross_entropy(logits, targets, row_weights)
     if not torch.isfinite(loss):
         raise TrainError(f"the training loss became {loss.item()}: lower train.learning_rate")
     loss.backward()
@@ -181,6 +197,15 @@ def train_step(
     return float(loss.item())
 
 
+def weighted_cross_entropy(logits: Any, targets: Any, row_weights: Any) -> Any:
+    """Cross-entropy of each row times its weight, divided by the batch's total weight: with
+    equal weights, the model's own mean loss."""
+    import torch
+
+    per_row = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return (per_row * row_weights).sum() / row_weights.sum()
+
+
 def fit(
     model: Any,
     ids: Sequence[Sequence[int]],
@@ -188,11 +213,13 @@ def fit(
     pad_id: int,
     tp: TrainParams,
     on_epoch: Callable[[int, float], dict[str, float]],
+    row_weights: Sequence[float] | None = None,
 ) -> History:
     """The training loop: seeded, length-bucketed, progress logged every ``log_every`` steps.
 
     ``on_epoch(epoch, mean_train_loss)`` runs after each epoch (the last one may be partial:
     ``epochs`` can be fractional) and returns the metrics to keep. Its time is not training time.
+    ``row_weights``: a loss weight per row (``train.traffic_class_weighting``), or None.
     """
     import torch
 
@@ -203,6 +230,9 @@ def fit(
     total = max(1, math.ceil(tp.epochs * math.ceil(len(ids) / tp.batch_size)))
     optimizer, scheduler = make_optimizer(model, tp, total)
     target_tensor = torch.tensor(list(targets), dtype=torch.long)
+    weight_tensor = (
+        None if row_weights is None else torch.tensor(list(row_weights), dtype=torch.float32)
+    )
     history = History()
     model.train()
     epoch, losses, batches = 0, list[float](), list[np.ndarray]()
@@ -213,7 +243,10 @@ def fit(
             batches = length_buckets(lengths, tp.batch_size, rng)
         rows = batches.pop(0)
         input_ids, mask = pad_batch([ids[i] for i in rows], pad_id)
-        losses.append(train_step(model, input_ids, mask, target_tensor[rows], optimizer, tp))
+        batch_weights = None if weight_tensor is None else weight_tensor[rows]
+        losses.append(
+            train_step(model, input_ids, mask, target_tensor[rows], optimizer, tp, batch_weights)
+        )
         scheduler.step()
         history.steps, history.texts = history.steps + 1, history.texts + len(rows)
         history.seconds = time.perf_counter() - started - evaluating
@@ -300,7 +333,10 @@ def train_and_log(
 
     targets = [labels.index(v) for v in setup.frame["label"]]
     ids = encode(tokenizer, texts, tp.max_length)
-    history = fit(model, ids, targets, tokenizer.pad_token_id, tp, on_epoch)
+    row_weights = (
+        setup.frame[WEIGHT_COLUMN].tolist() if WEIGHT_COLUMN in setup.frame.columns else None
+    )
+    history = fit(model, ids, targets, tokenizer.pad_token_id, tp, on_epoch, row_weights)
     model_dir = save_classifier(model, tokenizer, work / "hf_model", tp.max_length)
     torch_val_proba = val_proba[0] if val_proba else np.zeros((0, len(labels)))
     choice = choose_runtime(
@@ -368,7 +404,9 @@ def train(settings: Settings, params: Params) -> TrainResult:
     labels = list(params.labels)
     train_pointer(settings).unlink(missing_ok=True)  # a failed run must leave no pointer
     experiment_id = configure_mlflow(settings)
-    data = load_prepared(settings.prepared_dir, labels)
+    data, traffic_domains = with_traffic_weights(
+        load_prepared(settings.prepared_dir, labels), labels, params.train
+    )
     # Read now, before the minutes of training in which the code or params.yaml may change.
     lineage = lineage_tags(
         settings, dataset_hash=data.content_hash, data_interval=data.data_interval
@@ -388,6 +426,8 @@ def train(settings: Settings, params: Params) -> TrainResult:
                 },
             )
             mlflow.set_tags({"step": "train", **lineage})
+            if traffic_domains:
+                mlflow.log_metrics(log_fields(traffic_domains))
             if setup.noise is not None:
                 _log_noise(setup.noise, Path(tmp))
             model_uri, metrics = train_and_log(

