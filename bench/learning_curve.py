@@ -52,6 +52,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -382,7 +383,7 @@ def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) 
     except ImportError:
         print("matplotlib is not installed: no plot written")
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     champion = [
         (r.week, r.champion_real_accuracy) for r in rows if r.champion_real_accuracy is not None
     ]
@@ -432,9 +433,10 @@ def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) 
     ax.set_xticks([r.week for r in rows])
     ax.set_xlabel("retrain after simulated week (0: bootstrap only)")
     ax.set_ylabel("golden accuracy (real rows)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)  # a long title would run off the figure
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
+    # Beside the axes: inside, it hid the domain's line in some runs.
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
