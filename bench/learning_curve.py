@@ -138,6 +138,8 @@ def bench_params(args: argparse.Namespace, tiny_model: Path | None) -> dict[str,
         raw["bootstrap"]["reserved_domain"] = args.reserved_domain
     if args.traffic_class_weighting is not None:
         raw["train"]["traffic_class_weighting"] = args.traffic_class_weighting
+    if args.train_seed is not None:
+        raw["train"]["seed"] = args.train_seed
     if tiny_model is not None:
         raw["train"].update(
             base_model=str(tiny_model),
@@ -478,6 +480,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     weighting.add_argument(
         "--no-traffic-class-weighting", dest="traffic_class_weighting", action="store_false"
     )
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        help="train.seed (init, batch order, samples) for every retrain; the traffic keeps "
+        "simulate.seed, so two runs differ by training noise only",
+    )
     parser.add_argument("--start", help="first simulated day (default: params.yaml simulate.start)")
     parser.add_argument("--tiny", action="store_true", help="tiny model: a smoke run of the loop")
     parser.add_argument(
@@ -598,6 +606,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
         f"{sim.composite_share:.0%} composites"
         + (", traffic weighted per class" if params.train.traffic_class_weighting else "")
         + (f", reserve: {domain} reviews" if (domain := params.bootstrap.reserved_domain) else "")
+        + f", train seed {params.train.seed}"
     )
     out = plot(rows, args.out, title, params.bootstrap.reserved_domain)
     record = args.out.with_suffix(".json")

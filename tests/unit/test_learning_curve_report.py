@@ -115,3 +115,11 @@ def test_reserved_domain_reaches_the_runs_params_and_its_row(learning_curve) -> 
     assert "0.8512/0.8301" in learning_curve.format_row(row)
     with pytest.raises(SystemExit):
         learning_curve.parse_args(["--reserved-domain", "food"])
+
+
+def test_train_seed_reaches_the_runs_params_and_leaves_the_traffic_seed(learning_curve) -> None:
+    project = learning_curve.bench_params(learning_curve.parse_args([]), None)
+    raw = learning_curve.bench_params(learning_curve.parse_args(["--train-seed", "1"]), None)
+    assert raw["train"]["seed"] == 1
+    assert project["train"]["seed"] == 0  # params.yaml's
+    assert raw["simulate"]["seed"] == project["simulate"]["seed"] == 7
