@@ -75,6 +75,8 @@ APPROVER = "learning-curve-bench"
 REAL_ACCURACY = "test_real_accuracy"
 BEHAVIOUR_PASS_RATE = "test_behaviour_pass_rate"  # the challenger's behavioural cases passed
 CHAMPION_REAL_ACCURACY = "champion_test_real_accuracy"
+# the served blend on the validation split (train logs it)
+VALIDATION_ACCURACY = "val_blend_accuracy"
 # Settings that would otherwise point into the checkout or at a developer's own services.
 _UNSET = (
     "EMOREG_DATABASE_URL",
@@ -98,6 +100,8 @@ class Retrain:
     challenger_real_accuracy: float | None = None
     champion_real_accuracy: float | None = None  # after the decision
     challenger_behaviour: float | None = None  # share of behavioural cases passed
+    # what the project chooses by: the served blend's accuracy on the run's validation split
+    challenger_val_accuracy: float | None = None
     challenger_recall: dict[str, float] | None = None  # golden recall per label
     # golden rows the challenger labels unlike the champion, by the challenger's label
     disagreements_by_label: dict[str, int] | None = None
@@ -305,6 +309,7 @@ def retrain(
     row.challenger_real_accuracy = metrics.get(REAL_ACCURACY)
     row.champion_real_accuracy = metrics.get(CHAMPION_REAL_ACCURACY)
     row.challenger_behaviour = metrics.get(BEHAVIOUR_PASS_RATE)
+    row.challenger_val_accuracy = metrics.get(VALIDATION_ACCURACY)
     row.challenger_recall = recall_by_label(metrics, list(params.labels))
     row.disagreements_by_label = disagreements_by_label(metrics, list(params.labels))
     domain_keys = domain_accuracy_keys(params.bootstrap.reserved_domain)
@@ -335,7 +340,8 @@ def retrain(
 
 HEADER = (
     f"{'week':>4} {'train rows':>10} {'of them agent':>13} {'agent wk':>8} "
-    f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'behaviour':>9} {'gate':>8} "
+    f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'val':>6} {'behaviour':>9} "
+    f"{'gate':>8} "
     f"{'train s':>7} {'recall by label':>17} {'train mix':>10} {'domain ch/cp':>13} "
     f"{'differs to':>11}  outcome"
 )
@@ -366,6 +372,7 @@ def format_row(row: Retrain) -> str:
         f"{_fmt(row.agent_labels_this_week, 'd'):>8} {_fmt(row.new_labelled_rows, 'd'):>12} "
         f"{_fmt(row.challenger_real_accuracy, '.4f'):>10} "
         f"{_fmt(row.champion_real_accuracy, '.4f'):>8} "
+        f"{_fmt(row.challenger_val_accuracy, '.4f'):>6} "
         f"{_fmt(row.challenger_behaviour, '.3f'):>9} {row.gate:>8} "
         f"{_fmt(row.train_s, '.0f'):>7} {_by_label(row.challenger_recall, '.3f', 17)} "
         f"{_by_label(row.train_label_shares, '.2f', 10)} {_domain_pair(row):>13} "

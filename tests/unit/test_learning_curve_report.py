@@ -73,6 +73,7 @@ def test_row_prints_recall_and_class_mix(learning_curve) -> None:
         week=2,
         interval="[2026-11-08, 2026-11-15)",
         challenger_real_accuracy=0.8626,
+        challenger_val_accuracy=0.9073,
         challenger_recall={"negative": 0.925, "neutral": 0.991, "positive": 0.793},
         train_label_shares={"negative": 0.4, "neutral": 0.35, "positive": 0.25},
         gate="rejected",
@@ -81,6 +82,7 @@ def test_row_prints_recall_and_class_mix(learning_curve) -> None:
     line = learning_curve.format_row(row)
     assert "0.925/0.991/0.793" in line
     assert "0.40/0.35/0.25" in line
+    assert line.split()[5:8] == ["0.8626", "-", "0.9073"]  # challenger, champion, validation
     assert line.split()[0] == "2"
     assert line.endswith("kept v1")
     # A retrain that never trained shows dashes, not zeros.
