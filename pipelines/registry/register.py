@@ -122,9 +122,11 @@ def _lineage_tags(run: Run, record: dict[str, Any] | None, run_id: str) -> dict[
     }
 
 
+# The gate's metrics (params.yaml gate:) and the calibration, challenger beside champion.
 EVIDENCE_METRICS = (
     "accuracy", "macro_f1", "real_accuracy", "real_macro_f1",
-    "negative_recall", "neutral_recall", "positive_recall", "ece",
+    "negative_recall", "neutral_recall", "positive_recall",
+    "negative_f1", "neutral_f1", "positive_f1", "ece",
 )  # fmt: skip
 
 

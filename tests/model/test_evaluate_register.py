@@ -343,6 +343,10 @@ def test_challenger_is_scored_against_the_champion(env: Env) -> None:
     challenger_f1 = run.data.metrics["test_macro_f1"]
     champion_f1 = run.data.metrics["champion_test_macro_f1"]
     assert f"| macro_f1 | {challenger_f1:.4f} | {champion_f1:.4f} |" in description
+    # Each class's F1, which the gate holds against the champion's, is on the page too.
+    for label in env.params.labels:
+        ours, theirs = (run.data.metrics[f"{who}test_{label}_f1"] for who in ("", "champion_"))
+        assert f"| {label}_f1 | {ours:.4f} | {theirs:.4f} |" in description
     assert f"champion v{first.version}" in description
     assert "The two models label **0** golden rows differently" in description
     assert f"{report_url.replace('report.html', 'disagreements.csv')})" in description
