@@ -103,6 +103,7 @@ class Retrain:
     # what the project chooses by: the served blend's accuracy on the run's validation split
     challenger_val_accuracy: float | None = None
     challenger_recall: dict[str, float] | None = None  # golden recall per label
+    challenger_f1: dict[str, float] | None = None  # golden F1 per label
     # golden rows the challenger labels unlike the champion, by the challenger's label
     disagreements_by_label: dict[str, int] | None = None
     # --reserved-domain: golden accuracy on that domain's real rows, challenger and champion after
@@ -267,9 +268,9 @@ def disagreements_by_label(metrics: dict[str, float], labels: list[str]) -> dict
     return {label: int(metrics[key]) for label, key in keys.items()}
 
 
-def recall_by_label(metrics: dict[str, float], labels: list[str]) -> dict[str, float] | None:
-    """``test_<label>_recall`` of each label, or None when evaluate did not log them."""
-    keys = {label: f"test_{label}_recall" for label in labels}
+def by_label(metrics: dict[str, float], labels: list[str], measure: str) -> dict[str, float] | None:
+    """``test_<label>_<measure>`` of each label, or None when evaluate did not log them."""
+    keys = {label: f"test_{label}_{measure}" for label in labels}
     if not all(key in metrics for key in keys.values()):
         return None
     return {label: metrics[key] for label, key in keys.items()}
@@ -310,7 +311,8 @@ def retrain(
     row.champion_real_accuracy = metrics.get(CHAMPION_REAL_ACCURACY)
     row.challenger_behaviour = metrics.get(BEHAVIOUR_PASS_RATE)
     row.challenger_val_accuracy = metrics.get(VALIDATION_ACCURACY)
-    row.challenger_recall = recall_by_label(metrics, list(params.labels))
+    row.challenger_recall = by_label(metrics, list(params.labels), "recall")
+    row.challenger_f1 = by_label(metrics, list(params.labels), "f1")  # what the gate holds
     row.disagreements_by_label = disagreements_by_label(metrics, list(params.labels))
     domain_keys = domain_accuracy_keys(params.bootstrap.reserved_domain)
     if domain_keys is not None:
@@ -341,8 +343,8 @@ def retrain(
 HEADER = (
     f"{'week':>4} {'train rows':>10} {'of them agent':>13} {'agent wk':>8} "
     f"{'new labelled':>12} {'challenger':>10} {'champion':>8} {'val':>6} {'behaviour':>9} "
-    f"{'gate':>8} "
-    f"{'train s':>7} {'recall by label':>17} {'train mix':>10} {'domain ch/cp':>13} "
+    f"{'gate':>8} {'train s':>7} {'recall by label':>17} {'F1 by label':>17} {'train mix':>10} "
+    f"{'domain ch/cp':>13} "
     f"{'differs to':>11}  outcome"
 )
 
@@ -375,6 +377,7 @@ def format_row(row: Retrain) -> str:
         f"{_fmt(row.challenger_val_accuracy, '.4f'):>6} "
         f"{_fmt(row.challenger_behaviour, '.3f'):>9} {row.gate:>8} "
         f"{_fmt(row.train_s, '.0f'):>7} {_by_label(row.challenger_recall, '.3f', 17)} "
+        f"{_by_label(row.challenger_f1, '.3f', 17)} "
         f"{_by_label(row.train_label_shares, '.2f', 10)} {_domain_pair(row):>13} "
         f"{_by_label(row.disagreements_by_label, 'd', 11)}  {row.outcome}"
     )

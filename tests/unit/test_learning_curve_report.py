@@ -35,19 +35,29 @@ def test_label_shares_of_no_rows_is_an_error(learning_curve) -> None:
         learning_curve.label_shares({}, LABELS)
 
 
-def test_recall_by_label_reads_the_test_metrics(learning_curve) -> None:
+def test_by_label_reads_the_test_metrics_of_one_measure(learning_curve) -> None:
     metrics = {
         "test_positive_recall": 0.8,
         "test_negative_recall": 0.9,
         "test_neutral_recall": 1.0,
+        "test_positive_f1": 0.82,
+        "test_negative_f1": 0.87,
+        "test_neutral_f1": 0.99,
+        "champion_test_negative_f1": 0.5,
         "test_real_accuracy": 0.85,
     }
-    assert learning_curve.recall_by_label(metrics, LABELS) == {
+    assert learning_curve.by_label(metrics, LABELS, "recall") == {
         "negative": 0.9,
         "neutral": 1.0,
         "positive": 0.8,
     }
-    assert learning_curve.recall_by_label({"test_real_accuracy": 0.85}, LABELS) is None
+    assert list(learning_curve.by_label(metrics, LABELS, "f1").items()) == [
+        ("negative", 0.87),
+        ("neutral", 0.99),
+        ("positive", 0.82),
+    ]
+    assert learning_curve.by_label({"test_real_accuracy": 0.85}, LABELS, "recall") is None
+    assert learning_curve.by_label({"test_negative_f1": 0.87}, LABELS, "f1") is None
 
 
 def test_disagreements_by_label_read_the_evaluate_metrics_and_print(learning_curve) -> None:
@@ -75,12 +85,14 @@ def test_row_prints_recall_and_class_mix(learning_curve) -> None:
         challenger_real_accuracy=0.8626,
         challenger_val_accuracy=0.9073,
         challenger_recall={"negative": 0.925, "neutral": 0.991, "positive": 0.793},
+        challenger_f1={"negative": 0.871, "neutral": 0.993, "positive": 0.838},
         train_label_shares={"negative": 0.4, "neutral": 0.35, "positive": 0.25},
         gate="rejected",
         outcome="kept v1",
     )
     line = learning_curve.format_row(row)
     assert "0.925/0.991/0.793" in line
+    assert "0.871/0.993/0.838" in line
     assert "0.40/0.35/0.25" in line
     assert line.split()[5:8] == ["0.8626", "-", "0.9073"]  # challenger, champion, validation
     assert line.split()[0] == "2"
