@@ -268,7 +268,9 @@ def disagreements_by_label(metrics: dict[str, float], labels: list[str]) -> dict
     return {label: int(metrics[key]) for label, key in keys.items()}
 
 
-def by_label(metrics: dict[str, float], labels: list[str], measure: str) -> dict[str, float] | None:
+def golden_by_label(
+    metrics: dict[str, float], labels: list[str], measure: str
+) -> dict[str, float] | None:
     """``test_<label>_<measure>`` of each label, or None when evaluate did not log them."""
     keys = {label: f"test_{label}_{measure}" for label in labels}
     if not all(key in metrics for key in keys.values()):
@@ -311,8 +313,8 @@ def retrain(
     row.champion_real_accuracy = metrics.get(CHAMPION_REAL_ACCURACY)
     row.challenger_behaviour = metrics.get(BEHAVIOUR_PASS_RATE)
     row.challenger_val_accuracy = metrics.get(VALIDATION_ACCURACY)
-    row.challenger_recall = by_label(metrics, list(params.labels), "recall")
-    row.challenger_f1 = by_label(metrics, list(params.labels), "f1")  # what the gate holds
+    row.challenger_recall = golden_by_label(metrics, list(params.labels), "recall")
+    row.challenger_f1 = golden_by_label(metrics, list(params.labels), "f1")  # what the gate holds
     row.disagreements_by_label = disagreements_by_label(metrics, list(params.labels))
     domain_keys = domain_accuracy_keys(params.bootstrap.reserved_domain)
     if domain_keys is not None:

@@ -171,11 +171,12 @@ def flat(
     positive: float,
     f1: tuple[float, float, float] = UNRECORDED_F1,
 ) -> dict:
-    recall = dict(zip(LABEL_NAMES, (negative, neutral, positive), strict=True))
     return metrics(
         macro_f1=macro_f1,
         real_accuracy=real_accuracy,
-        **{f"{label}_recall": value for label, value in recall.items()},
+        negative_recall=negative,
+        neutral_recall=neutral,
+        positive_recall=positive,
         **{f"{label}_f1": value for label, value in zip(LABEL_NAMES, f1, strict=True)},
     )
 

@@ -46,18 +46,18 @@ def test_by_label_reads_the_test_metrics_of_one_measure(learning_curve) -> None:
         "champion_test_negative_f1": 0.5,
         "test_real_accuracy": 0.85,
     }
-    assert learning_curve.by_label(metrics, LABELS, "recall") == {
+    assert learning_curve.golden_by_label(metrics, LABELS, "recall") == {
         "negative": 0.9,
         "neutral": 1.0,
         "positive": 0.8,
     }
-    assert list(learning_curve.by_label(metrics, LABELS, "f1").items()) == [
+    assert list(learning_curve.golden_by_label(metrics, LABELS, "f1").items()) == [
         ("negative", 0.87),
         ("neutral", 0.99),
         ("positive", 0.82),
     ]
-    assert learning_curve.by_label({"test_real_accuracy": 0.85}, LABELS, "recall") is None
-    assert learning_curve.by_label({"test_negative_f1": 0.87}, LABELS, "f1") is None
+    assert learning_curve.golden_by_label({"test_real_accuracy": 0.85}, LABELS, "recall") is None
+    assert learning_curve.golden_by_label({"test_negative_f1": 0.87}, LABELS, "f1") is None
 
 
 def test_disagreements_by_label_read_the_evaluate_metrics_and_print(learning_curve) -> None:
