@@ -114,6 +114,30 @@ def test_dvc_repro_runs_the_data_stages_then_is_a_no_op(scratch_repo):
     assert "Running stage 'prepare'" in third.stdout
     assert "Running stage 'ingest'" not in third.stdout
 
+    # prepare reads every validated partition of its window, not only the configured interval's:
+    # one written for an older interval (as the DAG's backfill does) re-runs prepare alone.
+    older = repo / "data/partitions/interval=2026-10-30_2026-11-01"
+    older.mkdir()
+    validated.head(len(validated) // 2).to_parquet(older / "validated.parquet")
+    fourth = run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
+    assert "Running stage 'prepare'" in fourth.stdout
+    for stage in ("bootstrap", "ingest", "validate"):
+        assert f"Running stage '{stage}'" not in fourth.stdout
+    manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
+    assert [p["key"] for p in manifest["inputs"]["partitions"]] == [
+        "interval=2026-10-30_2026-11-01",
+        "interval=2026-11-01_2026-11-03",
+    ]
+    # Removing it brings back the earlier prepared data (DVC restores it from its run cache) and
+    # leaves the next test the one ingested partition.
+    shutil.rmtree(older)
+    fifth = run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
+    assert "Stage 'prepare' didn't change" not in fifth.stdout
+    manifest = json.loads((repo / "data/prepared/manifest.json").read_text())
+    assert [p["key"] for p in manifest["inputs"]["partitions"]] == [
+        "interval=2026-11-01_2026-11-03"
+    ]
+
 
 def git(repo: Path, env: dict[str, str], *args: str) -> str:
     return run([*GIT, *args], repo, env).stdout.strip()
