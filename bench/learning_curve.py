@@ -2,7 +2,8 @@
 
     python bench/learning_curve.py [--weeks 4] [--conversations-per-day 200]
         [--warm-start | --from-scratch] [--max-train-rows N] [--reserved-domain D]
-        [--traffic-class-weighting | --no-traffic-class-weighting] [--tiny]
+        [--traffic-class-weighting | --no-traffic-class-weighting] [--train-seed N]
+        [--traffic-seed N] [--tiny]
         [--out var/bench/learning_curve.png] [--workdir DIR] [--keep]
 
 Everything runs in its own platform (a fresh folder: chat store, MLflow store and artifacts,
@@ -145,6 +146,8 @@ def bench_params(args: argparse.Namespace, tiny_model: Path | None) -> dict[str,
         raw["train"]["traffic_class_weighting"] = args.traffic_class_weighting
     if args.train_seed is not None:
         raw["train"]["seed"] = args.train_seed
+    if args.traffic_seed is not None:
+        raw["simulate"]["seed"] = args.traffic_seed
     if tiny_model is not None:
         raw["train"].update(
             base_model=str(tiny_model),
@@ -498,6 +501,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train.seed (init, batch order, samples) for every retrain; the traffic keeps "
         "simulate.seed, so two runs differ by training noise only",
     )
+    parser.add_argument(
+        "--traffic-seed",
+        type=int,
+        help="simulate.seed (which reserved texts, conversations, agents' errors) for every "
+        "week; training keeps train.seed, so two runs differ by the traffic only",
+    )
     parser.add_argument("--start", help="first simulated day (default: params.yaml simulate.start)")
     parser.add_argument("--tiny", action="store_true", help="tiny model: a smoke run of the loop")
     parser.add_argument(
@@ -618,7 +627,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
         f"{sim.composite_share:.0%} composites"
         + (", traffic weighted per class" if params.train.traffic_class_weighting else "")
         + (f", reserve: {domain} reviews" if (domain := params.bootstrap.reserved_domain) else "")
-        + f", train seed {params.train.seed}"
+        + f", train seed {params.train.seed}, traffic seed {sim.seed}"
     )
     out = plot(rows, args.out, title, params.bootstrap.reserved_domain)
     record = args.out.with_suffix(".json")

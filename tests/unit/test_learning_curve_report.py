@@ -137,3 +137,14 @@ def test_train_seed_reaches_the_runs_params_and_leaves_the_traffic_seed(learning
     assert raw["train"]["seed"] == 1
     assert project["train"]["seed"] == 0  # params.yaml's
     assert raw["simulate"]["seed"] == project["simulate"]["seed"] == 7
+
+
+def test_traffic_seed_reaches_the_runs_params_and_leaves_the_train_seed(learning_curve) -> None:
+    project = learning_curve.bench_params(learning_curve.parse_args([]), None)
+    raw = learning_curve.bench_params(learning_curve.parse_args(["--traffic-seed", "8"]), None)
+    assert raw["simulate"]["seed"] == 8
+    assert project["simulate"]["seed"] == 7  # params.yaml's
+    assert raw["train"]["seed"] == project["train"]["seed"] == 0
+    both = learning_curve.parse_args(["--traffic-seed", "8", "--train-seed", "2"])
+    raw = learning_curve.bench_params(both, None)
+    assert (raw["simulate"]["seed"], raw["train"]["seed"]) == (8, 2)
