@@ -131,20 +131,18 @@ def test_reserved_domain_reaches_the_runs_params_and_its_row(learning_curve) -> 
         learning_curve.parse_args(["--reserved-domain", "food"])
 
 
-def test_train_seed_reaches_the_runs_params_and_leaves_the_traffic_seed(learning_curve) -> None:
+@pytest.mark.parametrize(
+    ("flag", "section", "other"),
+    [("--train-seed", "train", "simulate"), ("--traffic-seed", "simulate", "train")],
+)
+def test_a_seed_flag_sets_its_own_seed_and_leaves_the_other(
+    learning_curve, flag: str, section: str, other: str
+) -> None:
     project = learning_curve.bench_params(learning_curve.parse_args([]), None)
-    raw = learning_curve.bench_params(learning_curve.parse_args(["--train-seed", "1"]), None)
-    assert raw["train"]["seed"] == 1
-    assert project["train"]["seed"] == 0  # params.yaml's
-    assert raw["simulate"]["seed"] == project["simulate"]["seed"] == 7
-
-
-def test_traffic_seed_reaches_the_runs_params_and_leaves_the_train_seed(learning_curve) -> None:
-    project = learning_curve.bench_params(learning_curve.parse_args([]), None)
-    raw = learning_curve.bench_params(learning_curve.parse_args(["--traffic-seed", "8"]), None)
-    assert raw["simulate"]["seed"] == 8
-    assert project["simulate"]["seed"] == 7  # params.yaml's
-    assert raw["train"]["seed"] == project["train"]["seed"] == 0
+    assert (project["train"]["seed"], project["simulate"]["seed"]) == (0, 7)  # params.yaml's
+    raw = learning_curve.bench_params(learning_curve.parse_args([flag, "11"]), None)
+    assert raw[section]["seed"] == 11
+    assert raw[other]["seed"] == project[other]["seed"]
     both = learning_curve.parse_args(["--traffic-seed", "8", "--train-seed", "2"])
     raw = learning_curve.bench_params(both, None)
     assert (raw["simulate"]["seed"], raw["train"]["seed"]) == (8, 2)
