@@ -35,7 +35,7 @@ def test_label_shares_of_no_rows_is_an_error(learning_curve) -> None:
         learning_curve.label_shares({}, LABELS)
 
 
-def test_by_label_reads_the_test_metrics_of_one_measure(learning_curve) -> None:
+def test_golden_by_label_reads_the_test_metrics_of_one_measure(learning_curve) -> None:
     metrics = {
         "test_positive_recall": 0.8,
         "test_negative_recall": 0.9,
