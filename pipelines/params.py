@@ -204,7 +204,8 @@ class EvaluateParams(_Section):
 
 
 class GateParams(_Section):
-    """Owned by pipelines/evaluation/gate.py: absolute floors, allowed regression vs champion."""
+    """Owned by pipelines/evaluation/gate.py: absolute floors, allowed regression vs champion
+    and allowed drift vs the lineage's baseline."""
 
     SECTION = "gate"
 
@@ -213,6 +214,9 @@ class GateParams(_Section):
     # Flat metric name (pipelines.evaluation.metrics.flatten, higher is better) -> the drop
     # against the champion that still passes.
     regression_metrics: dict[str, Annotated[float, Field(ge=0, le=1)]]
+    # Flat metric name -> the drop against the lineage's baseline (the first champion's scores,
+    # pipelines.evaluation.gate.Baseline) that still passes.
+    drift_metrics: dict[str, Annotated[float, Field(ge=0, le=1)]]
     require_behaviour: bool
 
 

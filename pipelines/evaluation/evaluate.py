@@ -4,9 +4,10 @@ decide with the gate, and record everything in the challenger's MLflow run.
 Outputs:
 
 * MLflow, in the challenger's run: metrics ``test_*`` (challenger) and ``champion_test_*``
-  (champion on the same test set), ``gate_blessed``; tags ``gate``, ``gate_reasons``,
-  ``compared_to``, ``eval_registered_model``, ``eval_dataset_hash``, ``eval_data_interval``,
-  ``eval_test_sha256``;
+  (champion on the same test set), ``baseline_test_*`` (the lineage's baseline of the gate's
+  ``drift_metrics``, which a blessed run carries on to its challengers), ``gate_blessed``; tags
+  ``gate``, ``gate_reasons``, ``compared_to``, ``gate_baseline_run``, ``eval_registered_model``,
+  ``eval_dataset_hash``, ``eval_data_interval``, ``eval_test_sha256``;
   artifacts under ``evaluation/``: ``confusion_matrix.png``, ``per_class.png``,
   ``calibration.png``, ``report.html``, ``metrics.json``, ``behaviour.json``, ``gate.json``;
   with a champion also ``confusion_matrix_champion.png`` and ``disagreements.csv`` (the golden
@@ -26,7 +27,7 @@ import logging
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ from pipelines.evaluation.behaviour import (
     run_behaviour_checks,
 )
 from pipelines.evaluation.disagreement import disagreement_counts, disagreements
-from pipelines.evaluation.gate import GateDecision, decide
+from pipelines.evaluation.gate import Baseline, GateDecision, decide
 from pipelines.evaluation.metrics import flatten, proba_matrix, scorecard, source_group
 from pipelines.evaluation.report import ModelReport, ReportPaths, write_report
 from pipelines.params import Params, load_params
@@ -59,6 +60,10 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "evaluation"
 DISAGREEMENTS_FILE = "disagreements.csv"
+# The lineage's baseline in a run: metrics BASELINE_PREFIX + name, and whose scores they are.
+BASELINE_PREFIX = "baseline_test_"
+BASELINE_RUN_TAG = "gate_baseline_run"
+TEST_SHA_TAG = "eval_test_sha256"
 # MLflow keeps tag values up to 8000 characters in its SQL store; stay well below.
 MAX_TAG_CHARS = 4000
 
@@ -84,6 +89,7 @@ class EvaluationResult:
     metrics: dict[str, float]
     champion_version: str | None
     champion_metrics: dict[str, float] | None
+    baseline: Baseline
     comparison: dict[str, float]  # disagreement counts; empty without a champion
     decision: GateDecision
     report: ReportPaths
@@ -213,6 +219,46 @@ def find_champion(client: MlflowClient, model_name: str) -> ModelVersion | None:
 # ------------------------------------------------------------------------------ recording
 
 
+def lineage_baseline(
+    client: MlflowClient,
+    names: Sequence[str],
+    challenger: ScoredModel,
+    run_id: str,
+    champion: tuple[ScoredModel, ModelVersion] | None,
+    test_sha256: str,
+) -> Baseline:
+    """The scores the challenger's drift is held against.
+
+    Without a champion the challenger starts a lineage: its own scores. Otherwise the baseline
+    the champion's run carries, when it was scored on this very test set and holds every metric
+    of ``names``; else (a champion evaluated before the baseline existed, a new golden set, a
+    metric added to ``drift_metrics``) the champion's scores on this test set start it anew.
+    """
+    if champion is None:
+        note = "no champion: the challenger's own scores start the lineage"
+        return Baseline.of(challenger.flat, names, run_id, note)
+    scored, version = champion
+    if not version.run_id:  # a version registered from files, not from a run
+        note = f"champion v{version.version}'s own scores: it has no run to carry one"
+        return Baseline.of(scored.flat, names, "unknown", note)
+    champion_run = client.get_run(version.run_id)
+    carried = champion_run.data.metrics
+    origin = champion_run.data.tags.get(BASELINE_RUN_TAG)
+    missing = [n for n in names if f"{BASELINE_PREFIX}{n}" not in carried]
+    if origin and not missing and champion_run.data.tags.get(TEST_SHA_TAG) == test_sha256:
+        values = {n: carried[f"{BASELINE_PREFIX}{n}"] for n in names}
+        return Baseline(values, origin, f"carried by champion v{version.version}")
+    if not origin:
+        why = "it carries none"
+    elif missing:
+        why = f"it carries none for {', '.join(missing)}"
+    else:
+        why = "it was evaluated on another test set"
+    note = f"champion v{version.version}'s own scores: {why}"
+    log.warning("the lineage's baseline starts anew at %s", note)
+    return Baseline.of(scored.flat, names, version.run_id, note)
+
+
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not math.isnan(v)}
 
@@ -224,6 +270,7 @@ def _log_to_run(
     champion: ScoredModel | None,
     comparison: dict[str, float],
     decision: GateDecision,
+    baseline: Baseline,
     tags: dict[str, str],
     out_dir: Path,
 ) -> None:
@@ -234,6 +281,7 @@ def _log_to_run(
     if champion is not None:
         values |= {f"champion_test_{k}": v for k, v in _finite(champion.flat).items()}
     values |= comparison
+    values |= {f"{BASELINE_PREFIX}{k}": v for k, v in _finite(baseline.metrics).items()}
     values["gate_blessed"] = float(decision.blessed)
     metrics = [Metric(key, float(value), now, 0) for key, value in sorted(values.items())]
     for start in range(0, len(metrics), 500):  # log_batch takes at most 1000 metrics
@@ -250,6 +298,7 @@ def _write_evidence(
     champion: ScoredModel | None,
     decision: GateDecision,
     compared_to: str,
+    baseline: Baseline,
 ) -> None:
     def model_part(model: ScoredModel | None) -> dict[str, Any] | None:
         if model is None:
@@ -267,7 +316,10 @@ def _write_evidence(
         {"challenger": behaviour_part(challenger), "champion": behaviour_part(champion)},
         out_dir / "behaviour.json",
     )
-    write_json({**decision.to_dict(), "compared_to": compared_to}, out_dir / "gate.json")
+    write_json(
+        {**decision.to_dict(), "compared_to": compared_to, "baseline": asdict(baseline)},
+        out_dir / "gate.json",
+    )
 
 
 def _write_disagreements(out_dir: Path, rows: pd.DataFrame) -> Path:
@@ -347,7 +399,15 @@ def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -
         f"challenger {run_id[:8]}", model_uri, load_pyfunc(model_uri), test.frame, params, checks
     )
     champion, champion_version = _score_champion(client, settings, test, params, checks)
-    decision = decide(challenger.flat, champion.flat if champion else None, params.gate)
+    baseline = lineage_baseline(
+        client,
+        list(params.gate.drift_metrics),
+        challenger,
+        run_id,
+        (champion, champion_version) if champion and champion_version else None,
+        test.sha256,
+    )
+    decision = decide(challenger.flat, champion.flat if champion else None, params.gate, baseline)
     compared_to = str(champion_version.version) if champion_version else "none"
     log.info("gate: %s (%s)", decision.verdict, "; ".join(decision.reasons))
 
@@ -365,6 +425,7 @@ def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -
         "test set": test.describe(),
         "dataset hash": test.dataset_hash,
         "data interval": test.data_interval,
+        "gate baseline": f"run {baseline.run_id} ({baseline.note})",
         "evaluated at": evaluated_at,
     }
     champion_report = champion.as_report() if champion else None
@@ -377,19 +438,20 @@ def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -
     report = write_report(
         staging, challenger.as_report(), champion_report, decision, meta, disagreeing
     )
-    _write_evidence(staging, challenger, champion, decision, compared_to)
+    _write_evidence(staging, challenger, champion, decision, compared_to, baseline)
     if disagreeing is not None:
         _write_disagreements(staging, disagreeing)
     tags = {
         "gate": decision.verdict,
         "gate_reasons": "; ".join(decision.reasons),
         "compared_to": compared_to,
+        BASELINE_RUN_TAG: baseline.run_id,
         "eval_registered_model": settings.registered_model_name,
         "eval_dataset_hash": test.dataset_hash,
         "eval_data_interval": test.data_interval,
-        "eval_test_sha256": test.sha256,
+        TEST_SHA_TAG: test.sha256,
     }
-    _log_to_run(client, run_id, challenger, champion, comparison, decision, tags, staging)
+    _log_to_run(client, run_id, challenger, champion, comparison, decision, baseline, tags, staging)
     _replace_dir(staging, out_dir)
 
     result = EvaluationResult(
@@ -398,6 +460,7 @@ def evaluate(settings: Settings, params: Params, *, run_id: str | None = None) -
         metrics=challenger.flat,
         champion_version=str(champion_version.version) if champion_version else None,
         champion_metrics=champion.flat if champion else None,
+        baseline=baseline,
         comparison=comparison,
         decision=decision,
         report=report.moved_to(out_dir),
@@ -432,6 +495,7 @@ def _record(
         "test_set": {"path": str(test.path), "rows": len(test.frame), "sha256": test.sha256},
         "metrics": result.metrics,
         "champion_metrics": result.champion_metrics,
+        "baseline": asdict(result.baseline),
         "disagreements": result.comparison or None,
         "report": result.report.as_dict(),
         "evaluated_at": evaluated_at,

@@ -1,15 +1,17 @@
 """The blessing gate: does a challenger deserve to be registered?
 
 TFX-style: absolute floors on the golden test set, optionally every behavioural check passing,
-and no metric of ``regression_metrics`` dropping more than its allowed drop against the champion
-scored on the same test set.
+no metric of ``regression_metrics`` dropping more than its allowed drop against the champion
+scored on the same test set, and no metric of ``drift_metrics`` more than its allowed drop below
+the lineage's baseline: the first champion's scores on that test set, which every blessed
+challenger carries on (``Baseline``), so that small allowed drops cannot add up over retrains.
 With no champion the floors alone decide. Pure: metrics in, decision out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +33,27 @@ class GateDecision:
 
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The scores a lineage's drift is held against, and whose they are.
+
+    ``run_id`` is the MLflow run of the model whose scores these are (the lineage's first
+    champion); ``note`` says how this evaluation came by them (inherited, or started anew).
+    """
+
+    metrics: dict[str, float]
+    run_id: str
+    note: str
+
+    @classmethod
+    def of(
+        cls, metrics: Mapping[str, float], names: Iterable[str], run_id: str, note: str
+    ) -> Baseline:
+        """The baseline made of ``metrics``' values of ``names`` (a missing one is an error)."""
+        values = {name: _metric(metrics, name, f"baseline run {run_id}") for name in names}
+        return cls(values, run_id, note)
 
 
 def _metric(metrics: Mapping[str, float], name: str, whose: str) -> float:
@@ -73,6 +96,36 @@ def _regression(name: str, value: float, champion: float, allowed: float) -> dic
     }
 
 
+def _drift(
+    name: str, value: float, baseline: Baseline, allowed: float, champion: float
+) -> dict[str, Any]:
+    """``value`` within ``allowed`` of the baseline's, or at least the champion's: a challenger
+    that loses nothing against the champion is not held back by its lineage's past (a champion
+    beyond a tightened allowance could otherwise never be replaced)."""
+    reference = _metric(baseline.metrics, name, f"baseline run {baseline.run_id}")
+    drop = reference - value
+    within = not math.isnan(value) and not math.isnan(reference) and drop <= allowed + _EPSILON
+    kept = not math.isnan(value) and not math.isnan(champion) and value >= champion - _EPSILON
+    message = (
+        f"{name} {value:.4f} vs the lineage's baseline {reference:.4f} "
+        f"(run {baseline.run_id[:8]}): change {-drop:+.4f}, "
+        f"{'within' if within else 'beyond'} the allowed drift {allowed:.4f}"
+    )
+    if kept and not within:
+        message += f", but not below the champion's {champion:.4f}"
+    return {
+        "kind": "drift",
+        "metric": name,
+        "value": value,
+        "baseline": reference,
+        "baseline_run": baseline.run_id,
+        "drop": drop,
+        "threshold": allowed,
+        "passed": within or kept,
+        "message": message,
+    }
+
+
 def _behaviour(metrics: Mapping[str, float]) -> dict[str, Any]:
     passed_flag = _metric(metrics, "behaviour_passed", "challenger (behavioural checks)")
     rate = float(metrics.get("behaviour_pass_rate", math.nan))
@@ -93,12 +146,15 @@ def decide(
     challenger: Mapping[str, float],
     champion: Mapping[str, float] | None,
     params: GateParams,
+    baseline: Baseline | None = None,
 ) -> GateDecision:
     """Bless or reject the challenger.
 
     Both mappings are flat metrics (``pipelines.evaluation.metrics.flatten``, plus
-    ``behaviour_passed`` / ``behaviour_pass_rate`` when behavioural checks ran). A metric the
-    gate needs but cannot find is a configuration error (``ValueError``), not a rejection.
+    ``behaviour_passed`` / ``behaviour_pass_rate`` when behavioural checks ran). The drift
+    checks run when there is a champion and a ``baseline`` (without a champion the challenger
+    would start its own lineage: nothing to drift from). A metric the gate needs but cannot find
+    is a configuration error (``ValueError``), not a rejection.
     """
     checks: dict[str, dict[str, Any]] = {
         "floor_macro_f1": _floor(
@@ -120,6 +176,15 @@ def decide(
                 _metric(champion, name, "champion"),
                 allowed_drop,
             )
+        if baseline is not None:
+            for name, allowed_drift in params.drift_metrics.items():
+                checks[f"drift_{name}"] = _drift(
+                    name,
+                    _metric(challenger, name, "challenger"),
+                    baseline,
+                    allowed_drift,
+                    _metric(champion, name, "champion"),
+                )
     failed = [c["message"] for c in checks.values() if not c["passed"]]
     if failed:
         return GateDecision(blessed=False, reasons=failed, checks=checks)

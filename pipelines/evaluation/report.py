@@ -410,7 +410,7 @@ def _gate_section(decision: GateDecision) -> str:
             _e(name),
             _e(c["kind"]),
             _num(c.get("value")),
-            _num(c.get("champion")),
+            _num(c.get("champion", c.get("baseline"))),
             _num(c.get("threshold")),
             _verdict(c["passed"]),
         ]
@@ -418,7 +418,10 @@ def _gate_section(decision: GateDecision) -> str:
     ]
     return (
         f"<div class='verdict {verdict}'><h2>Gate: {verdict.upper()}</h2><ul>{reasons}</ul></div>"
-        + _table(["check", "kind", "challenger", "champion", "threshold", "verdict"], rows)
+        + _table(
+            ["check", "kind", "challenger", "champion (drift: baseline)", "threshold", "verdict"],
+            rows,
+        )
     )
 
 

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.evaluation.disagreement import READING_ADVICE, direction_summary
-from pipelines.evaluation.evaluate import ARTIFACT_DIR, DISAGREEMENTS_FILE, evaluation_record_path
+from pipelines.evaluation.evaluate import (
+    ARTIFACT_DIR,
+    BASELINE_PREFIX,
+    BASELINE_RUN_TAG,
+    DISAGREEMENTS_FILE,
+    evaluation_record_path,
+)
 from pipelines.settings import Settings, get_settings
 from pipelines.tracking import CHALLENGER_ALIAS, UNKNOWN
 
@@ -146,25 +152,31 @@ def evidence_description(settings: Settings, run: Run, tags: dict[str, str]) -> 
     """The version's description (Markdown in the UI): the numbers and where the rest is."""
     metrics = run.data.metrics
     champion = tags.get("compared_to", "none")
+
+    def cell(key: str) -> str:
+        return f" {metrics[key]:.4f} |" if key in metrics else " - |"
+
     rows = [
-        f"| {key} | {metrics[f'test_{key}']:.4f} | "
-        + (
-            f"{metrics[f'champion_test_{key}']:.4f} |"
-            if f"champion_test_{key}" in metrics
-            else "- |"
-        )
+        f"| {key} |{cell(f'test_{key}')}{cell(f'champion_test_{key}')}"
+        f"{cell(f'{BASELINE_PREFIX}{key}')}"
         for key in EVIDENCE_METRICS
         if f"test_{key}" in metrics
     ]
+    baseline_run = str(run.data.tags.get(BASELINE_RUN_TAG, "none"))
     links = " · ".join(f"[{k}]({v})" for k, v in evidence_links(settings, run).items())
     return "\n".join(
         [
             f"Challenger from run `{run.info.run_id}`, gate **{tags.get('gate')}**, evaluated "
             f"on the golden test set against champion **{champion}**.",
             "",
-            f"| metric (golden test set) | challenger | champion v{champion} |",
-            "|---|---|---|",
+            f"| metric (golden test set) | challenger | champion v{champion} | "
+            f"lineage baseline (run `{baseline_run[:8]}`) |",
+            "|---|---|---|---|",
             *rows,
+            "",
+            "The gate holds the challenger against the champion (`regression_metrics`) and "
+            "against the lineage's baseline, the first champion's scores (`drift_metrics`), so "
+            "that allowed steps cannot add up to a larger loss.",
             "",
             f"Evidence: {links} (the report shows challenger and champion side by side, with the "
             "behavioural checks).",

@@ -457,3 +457,105 @@ def test_bad_test_set_is_named_and_keeps_the_previous_record(env: Env, tmp_path:
 def test_unknown_run_is_named(env: Env) -> None:
     with pytest.raises(ValueError, match="no-such-run"):
         evaluate(env.settings, env.params, run_id="no-such-run")
+
+
+def test_the_lineage_baseline_is_carried_on_and_holds_the_drift(env: Env) -> None:
+    """A first champion's scores travel from champion to challenger, and the gate holds each
+    drift metric within its allowance of them: steps each within `regression_metrics` cannot
+    add up to a larger loss."""
+    from tests.helpers_models import TfidfModel, log_pyfunc, make_corpus
+
+    settings = env.named("lineage-model")
+    client = mlflow_client(settings)
+    train = make_corpus(60, seed=0)
+    first, second = (
+        log_pyfunc(TfidfModel(train["text"], train["label"]), run_name=name)
+        for name in ("lineage-first", "lineage-second")
+    )
+    drift = env.params.gate.drift_metrics
+    assert set(drift) >= {"negative_f1", "neutral_f1", "positive_f1"}
+
+    # No champion: the first run's own scores start the lineage.
+    alone = evaluate(settings, env.params, run_id=first)
+    assert alone.decision.blessed
+    assert not [name for name in alone.decision.checks if name.startswith("drift_")]
+    own = client.get_run(first).data
+    assert own.tags["gate_baseline_run"] == first
+    for name in drift:
+        assert own.metrics[f"baseline_test_{name}"] == own.metrics[f"test_{name}"]
+    gate_file = json.loads((alone.report.html.parent / "gate.json").read_text(encoding="utf-8"))
+    assert gate_file["baseline"]["run_id"] == first
+    assert gate_file["baseline"]["metrics"] == {n: alone.metrics[n] for n in drift}
+    version = register(settings, run_id=first).version
+    client.set_registered_model_alias("lineage-model", "champion", str(version))
+
+    # A challenger inherits the champion's baseline and is held against it.
+    carried = evaluate(settings, env.params, run_id=second)
+    assert carried.decision.blessed, carried.decision.reasons
+    assert carried.baseline.run_id == first
+    assert carried.baseline.note == f"carried by champion v{version}"
+    for name, allowed in drift.items():
+        check = carried.decision.checks[f"drift_{name}"]
+        assert check["baseline"] == own.metrics[f"test_{name}"]
+        assert check["threshold"] == allowed
+    data = client.get_run(second).data
+    assert data.tags["gate_baseline_run"] == first
+    assert {n: data.metrics[f"baseline_test_{n}"] for n in drift} == {
+        n: own.metrics[f"test_{n}"] for n in drift
+    }
+    assert "lineage's baseline" in data.tags["gate_reasons"]  # blessed: every check's message
+    # The version page shows the baseline beside challenger and champion.
+    description = client.get_model_version(
+        "lineage-model", str(register(settings, run_id=second).version)
+    ).description
+    assert f"| lineage baseline (run `{first[:8]}`) |" in description
+    for name in ("negative_f1", "neutral_f1", "positive_f1"):
+        ours, theirs = data.metrics[f"test_{name}"], data.metrics[f"champion_test_{name}"]
+        base = own.metrics[f"test_{name}"]
+        assert f"| {name} | {ours:.4f} | {theirs:.4f} | {base:.4f} |" in description
+
+    # A weaker challenger, 5.6 points lower on neutral F1: a per-step allowance of 10 points
+    # lets it through, the lineage's 2 points do not.
+    weak_train = make_corpus(10, seed=2)
+    weak = log_pyfunc(TfidfModel(weak_train["text"], weak_train["label"]), run_name="weak")
+    lenient = env.params.gate.model_copy(
+        update={"regression_metrics": {"neutral_f1": 0.1}, "drift_metrics": {"neutral_f1": 0.02}}
+    )
+    params = env.params.model_copy(update={"gate": lenient})
+    drifted = evaluate(settings, params, run_id=weak)
+    neutral, reference = drifted.metrics["neutral_f1"], own.metrics["test_neutral_f1"]
+    assert reference - neutral > 0.02
+    failed = [name for name, c in drifted.decision.checks.items() if not c["passed"]]
+    assert failed == ["drift_neutral_f1"]
+    assert drifted.decision.checks["drift_neutral_f1"]["drop"] == pytest.approx(reference - neutral)
+    assert drifted.decision.reasons == [
+        f"neutral_f1 {neutral:.4f} vs the lineage's baseline {reference:.4f} "
+        f"(run {first[:8]}): change {neutral - reference:+.4f}, beyond the allowed drift 0.0200"
+    ]
+    outcome = register(settings, run_id=weak)
+    assert not outcome.registered and "allowed drift" in outcome.message
+    page = drifted.report.html.read_text(encoding="utf-8")
+    assert "drift_neutral_f1" in page and f"run {first}" in page
+
+    # A metric added to drift_metrics that the champion carries no baseline for: the champion's
+    # own scores start the lineage anew.
+    wider = lenient.model_copy(
+        update={"drift_metrics": {"neutral_f1": 0.02, "accuracy": 0.01}, "regression_metrics": {}}
+    )
+    added = evaluate(settings, env.params.model_copy(update={"gate": wider}), run_id=second)
+    assert added.baseline.run_id == first
+    assert added.baseline.note == f"champion v{version}'s own scores: it carries none for accuracy"
+    assert added.baseline.metrics["accuracy"] == added.champion_metrics["accuracy"]  # type: ignore[index]
+
+    # A champion scored on another golden set cannot lend its baseline (here one far from its
+    # scores): its own scores on this one start the lineage anew, and the challenger (the same
+    # scores) passes.
+    client.log_metric(first, "baseline_test_neutral_f1", 0.5, step=1)
+    client.set_tag(first, "eval_test_sha256", "0" * 64)
+    anew = evaluate(settings, env.params, run_id=second)
+    assert anew.decision.blessed, anew.decision.reasons
+    assert anew.baseline.run_id == first
+    assert "another test set" in anew.baseline.note
+    assert anew.baseline.note.startswith(f"champion v{version}'s own scores")
+    assert anew.baseline.metrics == {n: anew.champion_metrics[n] for n in drift}  # type: ignore[index]
+    assert anew.baseline.metrics["neutral_f1"] == reference != 0.5
