@@ -146,3 +146,59 @@ def test_a_seed_flag_sets_its_own_seed_and_leaves_the_other(
     both = learning_curve.parse_args(["--traffic-seed", "8", "--train-seed", "2"])
     raw = learning_curve.bench_params(both, None)
     assert (raw["simulate"]["seed"], raw["train"]["seed"]) == (8, 2)
+
+
+def test_sent_reviews_finds_whole_messages_and_either_side_of_a_composite(learning_curve) -> None:
+    from pipelines.data.bootstrap import joined
+
+    reviews = {"房间很干净。", "早餐太差了", "服务热情", "隔音不好", "从没发出"}
+    short = reviews - {"从没发出"} | {"位置好"}  # the composite pool: chat-length reviews
+    question = "请问可以开发票吗？"
+    texts = [
+        "服务热情",  # a whole message
+        joined("房间很干净。", question),  # review first, ends a sentence: no comma
+        joined(question, "早餐太差了"),  # review last
+        joined("隔音不好", question),  # review first, with a comma
+        "请问几点退房？",  # an inquiry alone
+    ]
+    assert joined("隔音不好", question) == "隔音不好，请问可以开发票吗？"
+    sent = learning_curve.sent_reviews(texts, reviews, short)
+    assert sent == {"服务热情", "房间很干净。", "早餐太差了", "隔音不好"}
+
+
+def test_unsent_reviews_keep_pool_order_and_drop_texts_of_two_labels(learning_curve) -> None:
+    pools = {"negative": ["差", "吵", "两可"], "positive": ["好", "两可", "棒"]}
+    unsent = learning_curve.unsent_reviews(pools, sent={"吵", "棒"})
+    assert unsent == [("差", "negative"), ("好", "positive")]
+
+
+def test_witness_scores_by_hand(learning_curve) -> None:
+    truth = ["negative", "negative", "negative", "positive"]
+    predicted = ["negative", "positive", "negative", "positive"]
+    accuracy, recall = learning_curve.witness_scores(predicted, truth, LABELS)
+    assert accuracy == 0.75
+    assert recall == {"negative": 2 / 3, "positive": 1.0}  # no neutral row: no neutral recall
+    with pytest.raises(ValueError, match="3 predictions for 4"):
+        learning_curve.witness_scores(predicted[:3], truth, LABELS)
+
+
+def test_the_champion_on_the_unsent_reserve_is_the_run_promoted_last(learning_curve) -> None:
+    retrain = learning_curve.Retrain
+    rows = [
+        retrain(0, "bootstrap only", run_id="r0", gate="blessed", outcome="promoted v1"),
+        retrain(1, "w1", run_id="r1", gate="rejected", outcome="kept v1"),
+        retrain(2, "w2", gate="-", outcome="skipped: too few new labels"),
+        retrain(3, "w3", run_id="r3", gate="blessed", outcome="promoted v2"),
+    ]
+    scores = {
+        "r0": (0.80, {"negative": 0.9, "positive": 0.7}),
+        "r1": (0.85, {"negative": 0.95, "positive": 0.75}),
+        "r3": (0.78, {"negative": 0.8, "positive": 0.76}),
+    }
+    learning_curve.fill_unsent(rows, scores)
+    assert [r.challenger_unsent_accuracy for r in rows] == [0.80, 0.85, None, 0.78]
+    # A rejected challenger better on the witness does not move the champion; a promoted one
+    # worse on it does: the witness can fall.
+    assert [r.champion_unsent_accuracy for r in rows] == [0.80, 0.80, 0.80, 0.78]
+    assert rows[1].challenger_unsent_recall == {"negative": 0.95, "positive": 0.75}
+    assert "0.8500   0.8000" in learning_curve.format_unsent_row(rows[1])
