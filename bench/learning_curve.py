@@ -446,7 +446,7 @@ def fill_unsent(rows: list[Retrain], scores: Mapping[str, tuple[float, dict[str,
     the run promoted last (none before the first promotion)."""
     champion: str | None = None
     for row in rows:
-        if row.run_id in scores:
+        if row.run_id is not None and row.run_id in scores:
             row.challenger_unsent_accuracy, row.challenger_unsent_recall = scores[row.run_id]
         if row.outcome.startswith("promoted") and row.run_id is not None:
             champion = row.run_id
@@ -512,6 +512,30 @@ def format_row(row: Retrain) -> str:
     )
 
 
+def _champion_and_challengers(
+    ax: Any, rows: list[Retrain], figure: str, color: str, marker: str, what: str
+) -> None:
+    """The champion's ``champion_<figure>`` as a step line and the challengers'
+    ``challenger_<figure>`` as points (nothing when no row has the champion's)."""
+    champion = [
+        (r.week, value) for r in rows if (value := getattr(r, f"champion_{figure}")) is not None
+    ]
+    if not champion:
+        return
+    ax.step(*zip(*champion, strict=True), where="post", color=color, label=f"champion, {what}")
+    challengers = [
+        (r.week, value) for r in rows if (value := getattr(r, f"challenger_{figure}")) is not None
+    ]
+    if challengers:
+        ax.scatter(
+            *zip(*challengers, strict=True),
+            marker=marker,
+            color=color,
+            zorder=3,
+            label=f"challenger, {what}",
+        )
+
+
 def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) -> Path | None:
     """Golden real-row accuracy per retrain: the challenger (by gate decision) and the champion
     after the decision; with ``domain``, also accuracy on that domain's golden real rows. None
@@ -549,50 +573,8 @@ def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) 
                 zorder=3,
                 label=f"challenger ({gate})",
             )
-    domain_champion = [
-        (r.week, r.champion_domain_accuracy) for r in rows if r.champion_domain_accuracy is not None
-    ]
-    if domain_champion:
-        ax.step(
-            *zip(*domain_champion, strict=True),
-            where="post",
-            color="tab:orange",
-            label=f"champion, {domain} rows",
-        )
-        domain_challengers = [
-            (r.week, r.challenger_domain_accuracy)
-            for r in rows
-            if r.challenger_domain_accuracy is not None
-        ]
-        ax.scatter(
-            *zip(*domain_challengers, strict=True),
-            marker=".",
-            color="tab:orange",
-            zorder=3,
-            label=f"challenger, {domain} rows",
-        )
-    unsent_champion = [
-        (r.week, r.champion_unsent_accuracy) for r in rows if r.champion_unsent_accuracy is not None
-    ]
-    if unsent_champion:
-        ax.step(
-            *zip(*unsent_champion, strict=True),
-            where="post",
-            color="tab:purple",
-            label="champion, unsent reserve",
-        )
-        unsent_challengers = [
-            (r.week, r.challenger_unsent_accuracy)
-            for r in rows
-            if r.challenger_unsent_accuracy is not None
-        ]
-        ax.scatter(
-            *zip(*unsent_challengers, strict=True),
-            marker="^",
-            color="tab:purple",
-            zorder=3,
-            label="challenger, unsent reserve",
-        )
+    _champion_and_challengers(ax, rows, "domain_accuracy", "tab:orange", ".", f"{domain} rows")
+    _champion_and_challengers(ax, rows, "unsent_accuracy", "tab:purple", "^", "unsent reserve")
     ax.set_xticks([r.week for r in rows])
     ax.set_xlabel("retrain after simulated week (0: bootstrap only)")
     ax.set_ylabel("accuracy (golden real rows; unsent reserve)")
