@@ -195,10 +195,23 @@ def test_the_champion_on_the_unsent_reserve_is_the_run_promoted_last(learning_cu
         "r1": (0.85, {"negative": 0.95, "positive": 0.75}),
         "r3": (0.78, {"negative": 0.8, "positive": 0.76}),
     }
-    learning_curve.fill_unsent(rows, scores)
+    learning_curve.fill_unsent(rows, scores, {"negative": 0.6, "positive": 0.4})
     assert [r.challenger_unsent_accuracy for r in rows] == [0.80, 0.85, None, 0.78]
     # A rejected challenger better on the witness does not move the champion; a promoted one
     # worse on it does: the witness can fall.
     assert [r.champion_unsent_accuracy for r in rows] == [0.80, 0.80, 0.80, 0.78]
     assert rows[1].challenger_unsent_recall == {"negative": 0.95, "positive": 0.75}
-    assert "0.8500   0.8000" in learning_curve.format_unsent_row(rows[1])
+    # At a 60/40 mix: 0.6 x 0.9 + 0.4 x 0.7 = 0.82 (r0); 0.6 x 0.95 + 0.4 x 0.75 = 0.87 (r1);
+    # 0.6 x 0.8 + 0.4 x 0.76 = 0.784 (r3).
+    mix = [r.challenger_unsent_mix_accuracy for r in rows]
+    assert mix == pytest.approx([0.82, 0.87, None, 0.784])  # type: ignore[arg-type]
+    champion_mix = [r.champion_unsent_mix_accuracy for r in rows]
+    assert champion_mix == pytest.approx([0.82, 0.82, 0.82, 0.784])
+    assert "0.8500   0.8000   0.8700/0.8200" in learning_curve.format_unsent_row(rows[1])
+
+
+def test_accuracy_at_a_class_mix_weighs_the_recall_per_class(learning_curve) -> None:
+    recall = {"negative": 0.9, "neutral": 1.0, "positive": 0.6}
+    assert learning_curve.at_mix(recall, {"negative": 0.5, "positive": 0.5}) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="no recall for \\['neutral'\\]"):
+        learning_curve.at_mix({"negative": 0.9}, {"negative": 0.5, "neutral": 0.5})
