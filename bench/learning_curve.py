@@ -579,7 +579,12 @@ def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) 
         (r.week, r.champion_real_accuracy) for r in rows if r.champion_real_accuracy is not None
     ]
     if champion:
-        ax.step(*zip(*champion, strict=True), where="post", color="tab:blue", label="champion")
+        ax.step(
+            *zip(*champion, strict=True),
+            where="post",
+            color="tab:blue",
+            label="champion, golden real rows",
+        )
     challengers = [
         (r.week, r.challenger_real_accuracy) for r in rows if r.challenger_real_accuracy is not None
     ]
@@ -601,11 +606,11 @@ def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) 
             )
     _champion_and_challengers(ax, rows, "domain_accuracy", "tab:orange", ".", f"{domain} rows")
     _champion_and_challengers(
-        ax, rows, "unsent_mix_accuracy", "tab:purple", "^", "unsent reserve at its mix"
+        ax, rows, "unsent_mix_accuracy", "tab:purple", "^", "unsent reserve (reserve mix)"
     )
     ax.set_xticks([r.week for r in rows])
     ax.set_xlabel("retrain after simulated week (0: bootstrap only)")
-    ax.set_ylabel("accuracy (golden real rows; unsent reserve at the reserve's mix)")
+    ax.set_ylabel("accuracy")
     ax.set_title(textwrap.fill(title, 90), fontsize=9)  # a long title would run off the figure
     ax.grid(alpha=0.3)
     # Beside the axes: inside, it hid the domain's line in some runs.
