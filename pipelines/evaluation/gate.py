@@ -77,9 +77,15 @@ def _floor(name: str, value: float, floor: float) -> dict[str, Any]:
     }
 
 
+def _drop_within(value: float, reference: float, allowed: float) -> tuple[float, bool]:
+    """How far ``value`` falls below ``reference``, and whether that is within ``allowed``
+    (a NaN on either side never is)."""
+    drop = reference - value
+    return drop, not math.isnan(value) and not math.isnan(reference) and drop <= allowed + _EPSILON
+
+
 def _regression(name: str, value: float, champion: float, allowed: float) -> dict[str, Any]:
-    drop = champion - value
-    passed = not math.isnan(value) and not math.isnan(champion) and drop <= allowed + _EPSILON
+    drop, passed = _drop_within(value, champion, allowed)
     verb = "within" if passed else "beyond"
     return {
         "kind": "regression",
@@ -103,8 +109,7 @@ def _drift(
     that loses nothing against the champion is not held back by its lineage's past (a champion
     beyond a tightened allowance could otherwise never be replaced)."""
     reference = _metric(baseline.metrics, name, f"baseline run {baseline.run_id}")
-    drop = reference - value
-    within = not math.isnan(value) and not math.isnan(reference) and drop <= allowed + _EPSILON
+    drop, within = _drop_within(value, reference, allowed)
     kept = not math.isnan(value) and not math.isnan(champion) and value >= champion - _EPSILON
     message = (
         f"{name} {value:.4f} vs the lineage's baseline {reference:.4f} "
