@@ -213,6 +213,8 @@ def load_witness(
     """The witness: ``text`` (redacted, as a stored message) and ``label`` of the reserved
     reviews that ``load_text_pools`` leaves out for ``witness_fraction``, in their order; a text
     with two labels is left out (nothing to score it against). Empty for a fraction of 0."""
+    if witness_fraction == 0:
+        return pd.DataFrame({"text": pd.Series(dtype=str), "label": pd.Series(dtype=str)})
     pool = _pool_reviews(bootstrap, reviews, witness_fraction)
     held = pool[[is_witness(text, witness_fraction) for text in pool["text"]]]
     witness = pd.DataFrame(
