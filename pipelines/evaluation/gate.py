@@ -131,6 +131,19 @@ def _drift(
     }
 
 
+def _repeats_a_failed_step(check: Mapping[str, Any], checks: Mapping[str, Any]) -> bool:
+    """Whether ``check`` is a failed drift check held against the very figure its metric's failed
+    step check was (the champion started the lineage): one reason says it (both stay checks)."""
+    if check["kind"] != "drift":
+        return False
+    step = checks.get(f"regression_{check['metric']}")
+    return (
+        step is not None
+        and not step["passed"]
+        and abs(step["champion"] - check["baseline"]) <= _EPSILON
+    )
+
+
 def _behaviour(metrics: Mapping[str, float]) -> dict[str, Any]:
     passed_flag = _metric(metrics, "behaviour_passed", "challenger (behavioural checks)")
     rate = float(metrics.get("behaviour_pass_rate", math.nan))
@@ -190,9 +203,10 @@ def decide(
                     allowed_drift,
                     _metric(champion, name, "champion"),
                 )
-    failed = [c["message"] for c in checks.values() if not c["passed"]]
-    if failed:
-        return GateDecision(blessed=False, reasons=failed, checks=checks)
+    failing = [c for c in checks.values() if not c["passed"]]
+    if failing:
+        reasons = [c["message"] for c in failing if not _repeats_a_failed_step(c, checks)]
+        return GateDecision(blessed=False, reasons=reasons, checks=checks)
     reasons = [c["message"] for c in checks.values()]
     if champion is None:
         reasons.append("no champion to compare with: the floors alone decide")

@@ -361,6 +361,22 @@ def test_a_challenger_no_worse_than_the_champion_is_not_held_back_by_the_lineage
     assert [c["kind"] for c in worse.checks.values() if not c["passed"]] == ["drift"]
 
 
+def test_a_drift_from_the_champions_own_scores_is_not_a_second_reason() -> None:
+    # The champion started the lineage: its scores are the baseline. A challenger 2.5 points of
+    # positive F1 below it fails the step (2 allowed) and the drift (2 allowed) against the same
+    # 0.85: both checks fail, the reasons say it once. Another metric failing only its drift
+    # (a baseline that is not the champion's) keeps its own reason: the test above.
+    gate = load_params().gate
+    challenger = _with_positive_f1(0.825)
+    decision = decide(challenger, _with_positive_f1(0.85), gate, _baseline())
+    assert not decision.blessed
+    assert not decision.checks["regression_positive_f1"]["passed"]
+    assert not decision.checks["drift_positive_f1"]["passed"]
+    assert decision.reasons == [
+        "positive_f1 0.8250 vs champion 0.8500: change -0.0250, beyond the allowed drop 0.0200"
+    ]
+
+
 def test_no_drift_checks_without_a_champion_or_a_baseline() -> None:
     gate = load_params().gate
     first = decide(_with_positive_f1(0.70), None, gate, _baseline())
