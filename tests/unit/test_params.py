@@ -149,8 +149,8 @@ def test_the_noise_filter_is_off_by_default() -> None:
     assert TrainParams().noise_filter is False
 
 
-def test_traffic_class_weighting_is_off_by_default() -> None:
-    assert TrainParams().traffic_class_weighting is False
+def test_traffic_class_weighting_is_on_by_default() -> None:
+    assert TrainParams().traffic_class_weighting is True
     assert TrainParams().traffic_max_weight == 5.0
 
 
