@@ -189,7 +189,8 @@ def with_traffic_weights(
     data: PreparedData, labels: Sequence[str], tp: TrainParams
 ) -> tuple[PreparedData, list[DomainWeights]]:
     """``data`` with a ``weight`` column on its train split when ``train.traffic_class_weighting``
-    is on (unchanged, and no domains, when off)."""
+    is on (unchanged, and no domains, when off; unchanged, with its domains, when every weight
+    is 1)."""
     if not tp.traffic_class_weighting:
         return data, []
     weights, described = traffic_class_weights(
@@ -206,6 +207,11 @@ def with_traffic_weights(
             domain.reference,
             {label: round(w, 3) for label, w in domain.weights.items()},
         )
+    if bool((weights == 1.0).all()):
+        # Nothing to reweigh (a week of traffic too small for any domain to have two classes
+        # of MIN_CLASS_ROWS): train exactly as without weighting, not on a mean of ones whose
+        # rounding would still move the weights.
+        return data, described
     return replace(data, train=data.train.assign(**{WEIGHT_COLUMN: weights})), described
 
 

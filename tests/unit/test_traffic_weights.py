@@ -9,10 +9,13 @@ import pytest
 
 from pipelines.model.traffic_weights import (
     MIN_REFERENCE_ROWS,
+    WEIGHT_COLUMN,
     domain_class_weights,
     log_fields,
     traffic_class_weights,
 )
+from pipelines.model.train_data import PreparedData, with_traffic_weights
+from pipelines.params import TrainParams
 
 LABELS = ("negative", "neutral", "positive")
 # review_domain: two hotel words, two book words, no keyword at all.
@@ -176,3 +179,48 @@ def test_log_fields_name_domain_and_label() -> None:
         "traffic_rows.hotel.negative": 80.0,
         "traffic_rows.hotel.positive": 20.0,
     }
+
+
+def prepared(train: pd.DataFrame) -> PreparedData:
+    return PreparedData(train, train.iloc[:0], list(train["text"]), "hash", None)
+
+
+def test_with_traffic_weights_adds_the_weights_to_the_train_split() -> None:
+    # The hand-worked hotel case of the first test: 0.625 per complaint, 2.5 per praise.
+    train = frame_of(corpus(), rows(HOTEL, {"negative": 80, "positive": 20}, "feedback"))
+    weighted, described = with_traffic_weights(prepared(train), LABELS, TrainParams())
+    assert [d.domain for d in described] == ["hotel"]
+    column = weighted.train[WEIGHT_COLUMN]
+    traffic = train["source"] == "feedback"
+    assert sorted(set(column[~traffic])) == [1.0]
+    assert column[traffic & (train["label"] == "negative")].tolist() == [0.625] * 80
+    assert column[traffic & (train["label"] == "positive")].tolist() == [2.5] * 20
+    assert weighted.train.drop(columns=WEIGHT_COLUMN).equals(train)
+
+
+def test_with_traffic_weights_leaves_the_data_alone_when_every_weight_is_one() -> None:
+    # 19 complaints and 15 praise (under MIN_CLASS_ROWS each) and 30 inquiries: fewer than two
+    # classes qualify anywhere, so every weight is 1 and the rows train exactly as unweighted
+    # (the main job's single simulated week looks like this).
+    train = frame_of(
+        corpus(),
+        rows(HOTEL, {"negative": 19, "positive": 15}, "feedback"),
+        rows(OTHER, {"neutral": 30}, "feedback"),
+    )
+    data = prepared(train)
+    unchanged, described = with_traffic_weights(data, LABELS, TrainParams())
+    assert unchanged is data
+    assert WEIGHT_COLUMN not in unchanged.train.columns
+    assert {d.domain: d.weights for d in described} == {
+        "hotel": {"negative": 1.0, "positive": 1.0},
+        "other": {"neutral": 1.0},
+    }
+
+
+def test_with_traffic_weights_off_leaves_the_data_alone_and_describes_nothing() -> None:
+    train = frame_of(corpus(), rows(HOTEL, {"negative": 80, "positive": 20}, "feedback"))
+    data = prepared(train)
+    off = TrainParams.model_validate({"traffic_class_weighting": False})
+    unchanged, described = with_traffic_weights(data, LABELS, off)
+    assert unchanged is data
+    assert described == []
