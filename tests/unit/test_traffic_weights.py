@@ -185,10 +185,16 @@ def prepared(train: pd.DataFrame) -> PreparedData:
     return PreparedData(train, train.iloc[:0], list(train["text"]), "hash", None)
 
 
+# The settings the hand-worked cases assume, whatever params.yaml says.
+WEIGHTED = TrainParams.model_validate(
+    {"traffic_class_weighting": True, "traffic_max_weight": 5.0, "traffic_min_class_share": 0.1}
+)
+
+
 def test_with_traffic_weights_adds_the_weights_to_the_train_split() -> None:
     # The hand-worked hotel case of the first test: 0.625 per complaint, 2.5 per praise.
     train = frame_of(corpus(), rows(HOTEL, {"negative": 80, "positive": 20}, "feedback"))
-    weighted, described = with_traffic_weights(prepared(train), LABELS, TrainParams())
+    weighted, described = with_traffic_weights(prepared(train), LABELS, WEIGHTED)
     assert [d.domain for d in described] == ["hotel"]
     column = weighted.train[WEIGHT_COLUMN]
     traffic = train["source"] == "feedback"
@@ -208,7 +214,7 @@ def test_with_traffic_weights_leaves_the_data_alone_when_every_weight_is_one() -
         rows(OTHER, {"neutral": 30}, "feedback"),
     )
     data = prepared(train)
-    unchanged, described = with_traffic_weights(data, LABELS, TrainParams())
+    unchanged, described = with_traffic_weights(data, LABELS, WEIGHTED)
     assert unchanged is data
     assert WEIGHT_COLUMN not in unchanged.train.columns
     assert {d.domain: d.weights for d in described} == {
