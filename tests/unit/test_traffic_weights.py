@@ -182,7 +182,13 @@ def test_log_fields_name_domain_and_label() -> None:
 
 
 def prepared(train: pd.DataFrame) -> PreparedData:
-    return PreparedData(train, train.iloc[:0], list(train["text"]), "hash", None)
+    return PreparedData(
+        train=train,
+        validation=train.iloc[:0],
+        texts=list(train["text"]),
+        content_hash="hash",
+        data_interval=None,
+    )
 
 
 # The settings the hand-worked cases assume, whatever params.yaml says.
