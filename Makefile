@@ -1,4 +1,4 @@
-.PHONY: setup run quick start stop status mlflow-ui airflow-env api-keys serve test lint format lock bench bench-seeds bench-learning-curve
+.PHONY: setup run quick start stop status mlflow-ui airflow-env api-keys serve test lint format lock bench bench-seeds bench-domains bench-learning-curve
 
 setup:  ## virtualenv from the lock file + converted base model
 	scripts/setup.sh
@@ -55,6 +55,9 @@ bench:  ## benchmarks (print figures): training speed, quality vs the baseline, 
 
 bench-seeds:  ## train's model with 3 seeds: singles, ensemble, weight soup on validation (needs make run; 3 trainings)
 	.venv/bin/python bench/seed_averaging.py
+
+bench-domains:  ## leave one kind of shop out of training, score its reviews: transformer, n-gram, blend (3 trainings)
+	.venv/bin/python bench/domain_transfer.py
 
 bench-learning-curve:  ## 4 simulated weeks, a retrain after each, in its own platform (about an hour)
 	.venv/bin/python bench/learning_curve.py

@@ -119,25 +119,34 @@ def choose_weight(
     return best, losses, accuracies
 
 
+def best_sharpness(
+    transformer: np.ndarray, ngram: np.ndarray, truth: np.ndarray, weight: float
+) -> tuple[float, float, np.ndarray]:
+    """The sharpness of the lowest log loss of the log-linear blend at ``weight``, that loss
+    and the blend. Weight 1 (the transformer alone, the n-gram model not shipped) is taken as
+    it is served: sharpness 1. Ties: the sharpness nearer 1."""
+    from pipelines.model.modeling import log_linear_blend
+
+    candidates = (1.0,) if weight == 1.0 else SHARPNESS_GRID
+    scored = []
+    for sharpness in candidates:
+        blend = log_linear_blend(transformer, ngram, weight, sharpness)
+        scored.append((round(log_loss(blend, truth), 6), abs(sharpness - 1), sharpness, blend))
+    loss, _, sharpness, blend = min(scored, key=lambda item: item[:2])
+    return sharpness, loss, blend
+
+
 def choose_log_linear(
     transformer: np.ndarray, ngram: np.ndarray, truth: np.ndarray
 ) -> tuple[float, float, dict[float, float], dict[float, float]]:
     """The weight and sharpness of the lowest validation log loss of the log-linear blend.
 
-    Per weight, the losses and accuracies are those at its best sharpness. Weight 1 (the
-    transformer alone, the n-gram model not shipped) is taken as it is served: sharpness 1.
-    Ties: the larger transformer share, then the sharpness nearer 1.
+    Per weight, the losses and accuracies are those at its best sharpness (``best_sharpness``).
+    Ties: the larger transformer share.
     """
-    from pipelines.model.modeling import log_linear_blend
-
     losses, accuracies, sharpness_of = {}, {}, {}
     for weight in WEIGHT_GRID:
-        candidates = (1.0,) if weight == 1.0 else SHARPNESS_GRID
-        scored = []
-        for sharpness in candidates:
-            blend = log_linear_blend(transformer, ngram, weight, sharpness)
-            scored.append((round(log_loss(blend, truth), 6), abs(sharpness - 1), sharpness, blend))
-        loss, _, sharpness, blend = min(scored, key=lambda item: item[:2])
+        sharpness, loss, blend = best_sharpness(transformer, ngram, truth, weight)
         losses[weight], sharpness_of[weight] = loss, sharpness
         accuracies[weight] = float((blend.argmax(axis=1) == truth).mean())
     best = min(WEIGHT_GRID, key=lambda w: (losses[w], -w))
