@@ -88,3 +88,21 @@ def test_domain_params_reserve_the_domain_and_refuse_unknown_keys(transfer) -> N
     assert raw["train"]["frozen_layers"] == 0
     with pytest.raises(ValueError, match=r"no train\.frozen_layer$"):
         transfer.domain_params("books", {"train.frozen_layer": 0})
+
+
+def test_served_proba_follows_the_shipped_rule(transfer) -> None:
+    transformer = np.array([[0.6, 0.2, 0.2]])
+    ngram = np.array([[0.2, 0.2, 0.6]])
+    blend = {"weight": 0.75, "rule": "linear", "sharpness": 1.0}
+    linear = transfer.served_proba(transformer, ngram, blend)
+    assert linear == pytest.approx(np.array([[0.5, 0.2, 0.3]]))
+    # log-linear at w 0.5, s 2: (0.6 x 0.2) ** (0.5 x 2) = 0.12 for both ends, 0.04 between
+    blend = {"weight": 0.5, "rule": "log_linear", "sharpness": 2.0}
+    assert transfer.served_proba(transformer, ngram, blend) == pytest.approx(
+        np.array([[0.12, 0.04, 0.12]]) / 0.28
+    )
+    # no n-gram shipped: the transformer's own probabilities
+    alone = {"weight": 1.0, "rule": "none", "sharpness": 1.0}
+    assert transfer.served_proba(transformer, None, alone) is transformer
+    with pytest.raises(ValueError, match="unknown blend rule"):
+        transfer.served_proba(transformer, ngram, {**blend, "rule": "geometric"})
