@@ -24,9 +24,9 @@ stand-in is a kind of shop the training never saw. For each domain (``pipelines.
    Accuracy, mean recall over the classes present, log loss.
 
 ``--keep`` keeps each domain's platform under ``--workdir``; ``--rescore`` scores the runs kept
-there again without training.
-The golden test split is not read. Writes the rows as JSON (``--out``). Asserts nothing. Each
-domain costs one full training (about 3 to 6 minutes with native bf16, 10 to 15 in fp32).
+there again without training. The golden test split is not read. Writes the rows as JSON
+(``--out``). Asserts nothing. Each domain costs one full training (about 6 to 8 minutes with
+native bf16, 10 to 15 in fp32) and about 2 minutes of scoring.
 """
 
 from __future__ import annotations
