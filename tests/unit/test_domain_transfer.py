@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
+from tests.bench_modules import load_bench
+
 
 @pytest.fixture(scope="module")
 def transfer() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "domain_transfer.py"
-    spec = importlib.util.spec_from_file_location("bench_domain_transfer", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("domain_transfer")
 
 
 def test_scores_by_hand(transfer) -> None:

@@ -3,25 +3,18 @@ the disagreements (pure helpers)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.bench_modules import load_bench
 
 LABELS = ["negative", "neutral", "positive"]
 
 
 @pytest.fixture(scope="module")
 def learning_curve() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "learning_curve.py"
-    spec = importlib.util.spec_from_file_location("bench_learning_curve", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("learning_curve")
 
 
 def test_label_shares_in_label_order_with_absent_labels_at_zero(learning_curve) -> None:
