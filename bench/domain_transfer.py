@@ -176,16 +176,13 @@ def served_proba(
     transformer: np.ndarray, ngram: np.ndarray | None, blend: dict[str, Any]
 ) -> np.ndarray:
     """The pyfunc's output from its parts' probabilities (``BlendedClassifier``'s rules)."""
-    from pipelines.model.modeling import log_linear_blend
+    from pipelines.model.modeling import BLEND_RULES, blend_proba
 
-    weight, rule = blend["weight"], blend["rule"]
     if ngram is None:
         return transformer
-    if rule == "log_linear":
-        return log_linear_blend(transformer, ngram, weight, blend["sharpness"])
-    if rule == "linear":
-        return weight * transformer + (1 - weight) * ngram
-    raise ValueError(f"unknown blend rule {rule!r}")
+    if blend["rule"] not in BLEND_RULES:
+        raise ValueError(f"unknown blend rule {blend['rule']!r}")
+    return blend_proba(transformer, ngram, blend["weight"], blend["rule"], blend["sharpness"])
 
 
 def refit_ngram(prepared_dir: Path, params: Any, folder: Path) -> Any:

@@ -455,12 +455,19 @@ class BlendedClassifier:
         if not len(texts):
             return transformer
         ngram = self.ngram.predict_proba(texts)
-        if self.rule == "log_linear":
-            return log_linear_blend(transformer, ngram, self.weight, self.sharpness)
-        return self.weight * transformer + (1 - self.weight) * ngram
+        return blend_proba(transformer, ngram, self.weight, self.rule, self.sharpness)
 
     def predict(self, model_input: Any) -> pd.DataFrame:
         return proba_frame(self.predict_proba(texts_of(model_input)), self.labels)
+
+
+def blend_proba(
+    transformer: np.ndarray, ngram: np.ndarray, weight: float, rule: str, sharpness: float
+) -> np.ndarray:
+    """The two models' probabilities combined by ``rule`` (``BlendedClassifier``)."""
+    if rule == "log_linear":
+        return log_linear_blend(transformer, ngram, weight, sharpness)
+    return weight * transformer + (1 - weight) * ngram
 
 
 def log_linear_blend(
