@@ -125,9 +125,9 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 def domain_params(domain: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The project's params.yaml with ``domain`` reserved, no witness, and ``overrides``."""
-    import yaml
+    from learning_curve import project_params
 
-    raw: dict[str, Any] = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw = project_params()
     raw["bootstrap"]["reserved_domain"] = domain
     raw["simulate"]["witness_fraction"] = 0.0
     for key, value in overrides.items():

@@ -144,7 +144,7 @@ class Retrain:
 # --------------------------------------------------------------------------- the platform
 
 
-def _project_params() -> dict[str, Any]:
+def project_params() -> dict[str, Any]:
     import yaml
 
     raw: dict[str, Any] = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
@@ -153,7 +153,7 @@ def _project_params() -> dict[str, Any]:
 
 def bench_params(args: argparse.Namespace, tiny_model: Path | None) -> dict[str, Any]:
     """The project's params.yaml with this run's traffic, interval and training choices."""
-    raw = _project_params()
+    raw = project_params()
     start = date.fromisoformat(args.start) if args.start else raw["simulate"]["start"]
     start = start if isinstance(start, date) else date.fromisoformat(str(start))
     raw["simulate"].update(
